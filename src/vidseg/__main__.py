@@ -1,0 +1,3 @@
+from vidseg.cli import main
+
+raise SystemExit(main())

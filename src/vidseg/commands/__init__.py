@@ -1,0 +1,1 @@
+"""One module per ``vidseg`` sub-command; see ``vidseg.cli``."""

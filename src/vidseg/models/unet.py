@@ -1,0 +1,146 @@
+"""The recurrent UNet: a UNet whose skip connections pass through convolutional temporal units.
+
+One class covers every variant of the report (Sheludzko, Schwemmer and Gomez Ruiz, "Video Semantic
+Segmentation", Lab Vision Systems, University of Bonn, 2023): the block type, the temporal unit and the
+channel list are arguments. Per-frame baselines are the same class with ``temporal=None``.
+
+Recurrent state is explicit. ``step(frame, state) -> (logits, state)`` processes one frame; the clip
+forward is a loop over ``step``. A state is a tuple with one hidden tensor per encoder level (empty for
+per-frame models); ``None`` means the zero initial state.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg.models.blocks import BlockSet
+
+State = tuple[torch.Tensor, ...]
+
+# The deepest ConvNeXt block pads by 3 in reflect mode, which needs at least 4 pixels per side.
+MIN_BOTTOM_SIZE = 4
+
+
+class RecurrentUNet(nn.Module):
+    """UNet with temporal units on its skip paths and bottom.
+
+    Args:
+        blocks: stage constructors of the block type (``vidseg.models.blocks.BLOCK_SETS``).
+        channels: channels per level c_0 ... c_{L-1}; the deepest level is the bottom.
+        temporal: temporal unit class (``ConvRNN``, ``ConvGRU``) or None for a per-frame model.
+        num_classes: output classes.
+        in_channels: input channels (3 for RGB).
+    """
+
+    def __init__(
+        self,
+        blocks: BlockSet,
+        channels: tuple[int, ...] | list[int],
+        temporal: type[nn.Module] | None,
+        num_classes: int,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        channels = tuple(channels)
+        if len(channels) < 2:
+            raise ValueError(f"a UNet needs at least 2 levels, got channels={channels}")
+        self.channels = channels
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.is_temporal = temporal is not None
+
+        self.encoder = nn.ModuleList([blocks.stem(in_channels, channels[0])])
+        self.encoder.extend(blocks.down(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        self.temporal = nn.ModuleList([temporal(c) for c in channels]) if temporal is not None else nn.ModuleList()
+        # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
+        self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
+        self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a frame of ``height x width`` is zero-padded to internally."""
+        m = self.size_multiple
+        minimum = MIN_BOTTOM_SIZE * m
+        return max(minimum, -(-height // m) * m), max(minimum, -(-width // m) * m)
+
+    def _check_frame(self, frame: torch.Tensor) -> None:
+        if frame.dim() != 4:
+            raise ValueError(
+                f"step() expects one frame per clip as [B, {self.in_channels}, H, W], got shape {tuple(frame.shape)}; "
+                "for a clip [B, T, C, H, W] call the model itself"
+            )
+        if frame.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels (RGB), got {frame.shape[1]} in shape {tuple(frame.shape)}; "
+                "convert grayscale or RGBA frames to RGB first"
+            )
+
+    def step(self, frame: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Segment one frame.
+
+        Args:
+            frame: ``[B, 3, H, W]`` normalised frames, any H and W.
+            state: the state returned for the previous frame, or None to start from zeros.
+
+        Returns:
+            logits ``[B, num_classes, H, W]`` and the new state.
+        """
+        self._check_frame(frame)
+        height, width = frame.shape[-2:]
+        padded_h, padded_w = self.padded_size(height, width)
+        x = F.pad(frame, (0, padded_w - width, 0, padded_h - height))
+
+        features = []
+        for stage in self.encoder:
+            x = stage(x)
+            features.append(x)
+
+        if self.is_temporal:
+            if state is None or len(state) == 0:
+                state = (None,) * len(features)
+            elif len(state) != len(features):
+                raise ValueError(f"state has {len(state)} tensors, the model has {len(features)} temporal units")
+            else:
+                for level, (f, h) in enumerate(zip(features, state)):
+                    if h.shape != f.shape:
+                        raise ValueError(
+                            f"state at level {level} has shape {tuple(h.shape)} but this frame needs {tuple(f.shape)}; "
+                            "frame size or batch size changed mid-sequence: reset the state (state=None)"
+                        )
+            skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, state)]
+            new_state: State = tuple(skips)
+        else:
+            skips = features
+            new_state = ()
+
+        y = skips[-1]
+        for level in reversed(range(len(self.decoder))):
+            y = self.decoder[level](y, skips[level])
+        logits = self.head(y)
+        return logits[..., :height, :width], new_state
+
+    def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Segment a clip frame by frame, carrying the state.
+
+        Args:
+            frames: ``[B, T, 3, H, W]``.
+            state: initial state, or None for zeros.
+
+        Returns:
+            logits ``[B, T, num_classes, H, W]`` and the state after the last frame.
+        """
+        if frames.dim() != 5:
+            raise ValueError(
+                f"the model expects a clip [B, T, {self.in_channels}, H, W], got shape {tuple(frames.shape)}; "
+                "for a single frame [B, C, H, W] use model.step(frame, state), or add a time axis with frames[:, None]"
+            )
+        outputs = []
+        for t in range(frames.shape[1]):
+            logits, state = self.step(frames[:, t], state)
+            outputs.append(logits)
+        return torch.stack(outputs, dim=1), state
