@@ -76,7 +76,8 @@ class RecurrentUNet(nn.Module):
             )
         if frame.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected {self.in_channels} input channels (RGB), got {frame.shape[1]} in shape {tuple(frame.shape)}; "
+                f"expected {self.in_channels} input channels (RGB), got {frame.shape[1]} "
+                f"in shape {tuple(frame.shape)}; "
                 "convert grayscale or RGBA frames to RGB first"
             )
 
