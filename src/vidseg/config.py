@@ -1,0 +1,383 @@
+"""Typed training configuration: dataclasses loaded from YAML, validated key by key.
+
+A config file has the sections ``model``, ``data``, ``loss``, ``optim``, ``train`` and ``eval``; every key is
+optional and defaults to the report's recipe where the report gives one. An unknown key or a value of the wrong
+type raises VidsegError naming the key, the file and the expected type. ``--set a.b=value`` overrides go through
+the same checks (the value is read as YAML, so ``--set train.amp=bf16`` and ``--set data.size=[32,64]`` work).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from vidseg.errors import VidsegError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vanilla-none-small-shallow"
+    """One of ``vidseg.models.MODEL_NAMES``; the class count comes from ``data.label_set``."""
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/cityscapes"
+    label_set: Literal["cityscapes", "report"] = "cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_frames: int = 5
+    """Frames per training window (1 for per-frame baselines)."""
+    gt_position: Literal["random", "last"] | int = "random"
+    frame_stride: int | list[int] = 1
+    """A fixed stride, or ``[lo, hi]`` for a random stride per window."""
+    size: list[int] = field(default_factory=lambda: [512, 1024])
+    """Working resolution ``[height, width]`` of training and evaluation frames."""
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Random scale range applied before cropping to ``size`` (``[1, 1]`` = resize only)."""
+    hflip: bool = True
+    batch_size: int = 1
+    num_workers: int = 0
+    cache: str | None = None
+    """A frame cache written by ``vidseg prepare``; None reads the PNG tree."""
+    skip_missing: bool = False
+
+
+@dataclass
+class LossConfig:
+    frames: Literal["annotated", "labelled"] = "annotated"
+    """``annotated``: the loss on the annotated frame only (the report); ``labelled``: on every labelled frame."""
+    class_weights: Literal["none", "sqrt_inverse_frequency"] | list[float] = "none"
+    class_weight_samples: int = 0
+    """Training samples counted for frequency-based weights (evenly spaced); 0 = all."""
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: linear warm-up over ``warmup_fraction`` of the budget, then cosine decay to ``final_lr_scale``."""
+    warmup_fraction: float = 0.0
+    final_lr_scale: float = 0.0
+    accumulate: int = 1
+    """Micro-batches whose gradients are summed into one optimizer step."""
+    grad_clip: float | None = None
+    """Maximum global gradient norm; None = no clipping."""
+    copied_lr_scale: float = 1.0
+    """Learning-rate factor for weights copied by ``train.init_from``."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    """The budget: training stops at whichever of epochs, optimizer steps or wall-clock minutes comes first."""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    activation_checkpointing: Literal["off", "step", "stage"] = "off"
+    """``step``: recompute each time step in the backward pass; ``stage``: also each stage within a step."""
+    deterministic: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 0
+    """Also write ``last.pt`` every N optimizer steps (0 = at the end of each epoch, at evaluations and at exit)."""
+    keep_checkpoints: bool = False
+    """Keep every periodic checkpoint as ``step-NNNNNNN.pt`` besides ``last.pt``."""
+    init_from: str | None = None
+    """A checkpoint whose weights of matching name and shape initialise the model (warm start)."""
+    init_temporal: Literal["default", "identity"] = "default"
+    """``identity``: cRNN units start with C_x = identity and C_h = 0, so the model reproduces per-frame logits."""
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    every_epochs: int = 1
+    every_steps: int = 0
+    num_frames: int = 12
+    gt_position: Literal["last"] | int = "last"
+    batch_size: int = 1
+    max_samples: int | None = None
+    """Evaluate on the first N validation samples only (None = all)."""
+    protocol: Literal["standard", "report"] = "standard"
+    tc: bool = False
+    """Also compute flow-based temporal consistency (slow)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``key.path=value`` overrides and return the validated Config."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VidsegError(f"config file {path} does not exist; see configs/ for examples") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise VidsegError(f"cannot read config file {path}: {error}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise VidsegError(f"config file {path} is not valid YAML: {error}") from error
+    return config_from_dict({} if raw is None else raw, source=str(path), overrides=overrides)
+
+
+def config_from_dict(raw: Any, source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate a plain nested dict (as read from YAML) into a Config, then apply overrides."""
+    config = _build(Config, raw, prefix="", source=source)
+    for override in overrides:
+        apply_override(config, override)
+    if overrides:
+        source = f"{source} with --set {' '.join(overrides)}"
+    validate(config, source)
+    return config
+
+
+def apply_override(config: Config, override: str) -> None:
+    """Apply one ``section.key=value`` override in place; the value is parsed as YAML and type-checked."""
+    source = f"--set {override}"
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise VidsegError(f"{source}: expected KEY=VALUE such as train.steps=100")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise VidsegError(f"{source}: the value is not valid YAML: {error}") from error
+    *parents, leaf = key.split(".")
+    target: Any = config
+    walked = []
+    for part in parents:
+        walked.append(part)
+        if not dataclasses.is_dataclass(target) or part not in _field_types(type(target)):
+            raise VidsegError(f"{source}: unknown key {'.'.join(walked)!r}; {_valid_keys(type(target), walked[:-1])}")
+        target = getattr(target, part)
+    if not dataclasses.is_dataclass(target) or leaf not in _field_types(type(target)):
+        raise VidsegError(f"{source}: unknown key {key!r}; {_valid_keys(type(target), parents)}")
+    expected = _field_types(type(target))[leaf]
+    if dataclasses.is_dataclass(expected):
+        raise VidsegError(f"{source}: {key!r} is a section; set one of its keys, e.g. {key}.{_first_field(expected)}")
+    setattr(target, leaf, _coerce(value, expected, key, source))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data (what ``config.yaml`` of a run directory holds)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML: one key per line, lists inline."""
+    return yaml.dump(config_to_dict(config), Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    pass
+
+
+_ConfigDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+)
+
+
+def validate(config: Config, source: str) -> None:
+    """Checks that involve values rather than types; raise VidsegError naming the key and the file."""
+
+    def fail(key: str, message: str) -> None:
+        raise VidsegError(f"{source}: {key}: {message}")
+
+    from vidseg.models import MODEL_NAMES
+
+    if config.model.name not in MODEL_NAMES:
+        fail("model.name", f"unknown model {config.model.name!r}; valid names are: {', '.join(MODEL_NAMES)}")
+    data, optim, train, evaluation = config.data, config.optim, config.train, config.eval
+    if len(data.size) != 2 or min(data.size) < 1:
+        fail("data.size", f"expected [height, width] with positive values, found {data.size}")
+    if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
+        fail("data.scale", f"expected [min, max] with 0 < min <= max, found {data.scale}")
+    stride = data.frame_stride
+    if isinstance(stride, list) and (len(stride) != 2 or not 1 <= stride[0] <= stride[1]):
+        fail("data.frame_stride", f"expected an int >= 1 or [lo, hi] with 1 <= lo <= hi, found {stride}")
+    if isinstance(stride, int) and stride < 1:
+        fail("data.frame_stride", f"expected >= 1, found {stride}")
+    for key, value, minimum in [
+        ("data.num_frames", data.num_frames, 1),
+        ("data.batch_size", data.batch_size, 1),
+        ("data.num_workers", data.num_workers, 0),
+        ("loss.class_weight_samples", config.loss.class_weight_samples, 0),
+        ("optim.accumulate", optim.accumulate, 1),
+        ("train.log_every", train.log_every, 1),
+        ("train.checkpoint_every", train.checkpoint_every, 0),
+        ("eval.every_epochs", evaluation.every_epochs, 0),
+        ("eval.every_steps", evaluation.every_steps, 0),
+        ("eval.num_frames", evaluation.num_frames, 1),
+        ("eval.batch_size", evaluation.batch_size, 1),
+    ]:
+        if value < minimum:
+            fail(key, f"expected an integer >= {minimum}, found {value}")
+    for key, position, frames in [
+        ("data.gt_position", data.gt_position, data.num_frames),
+        ("eval.gt_position", evaluation.gt_position, evaluation.num_frames),
+    ]:
+        if isinstance(position, int) and not 0 <= position < frames:
+            fail(key, f"position {position} is outside a window of {frames} frames (0 ... {frames - 1})")
+    if optim.lr <= 0:
+        fail("optim.lr", f"expected a positive learning rate, found {optim.lr}")
+    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
+        fail("optim.betas", f"expected [beta1, beta2] in [0, 1), found {optim.betas}")
+    if not 0 <= optim.warmup_fraction < 1:
+        fail("optim.warmup_fraction", f"expected a fraction in [0, 1), found {optim.warmup_fraction}")
+    if optim.grad_clip is not None and optim.grad_clip <= 0:
+        fail("optim.grad_clip", f"expected a positive norm or null, found {optim.grad_clip}")
+    if optim.copied_lr_scale < 0:
+        fail("optim.copied_lr_scale", f"expected >= 0, found {optim.copied_lr_scale}")
+    budgets = {"train.epochs": train.epochs, "train.steps": train.steps, "train.minutes": train.minutes}
+    if all(value is None for value in budgets.values()):
+        fail("train", "no budget: set at least one of train.epochs, train.steps or train.minutes")
+    for key, value in budgets.items():
+        if value is not None and value <= 0:
+            fail(key, f"expected a positive budget or null, found {value}")
+    if train.init_temporal == "identity" and "-crnn-" not in config.model.name:
+        fail(
+            "train.init_temporal",
+            f"'identity' is defined for cRNN units only; model {config.model.name!r} has none "
+            "(use 'default', or a *-crnn-* model)",
+        )
+    if evaluation.max_samples is not None and evaluation.max_samples < 1:
+        fail("eval.max_samples", f"expected a positive count or null, found {evaluation.max_samples}")
+
+
+# ------------------------------------------------------------------------------------------- checking
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _first_field(cls: type) -> str:
+    return dataclasses.fields(cls)[0].name
+
+
+def _valid_keys(cls: type, parents: list[str]) -> str:
+    if not dataclasses.is_dataclass(cls):
+        return f"{'.'.join(parents)!r} has no sub-keys"
+    prefix = "".join(f"{p}." for p in parents)
+    return "valid keys here: " + ", ".join(f"{prefix}{name}" for name in _field_types(cls))
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise VidsegError(f"{source}: {where} must be a mapping of keys to values, found {_describe(raw)}")
+    types_by_name = _field_types(cls)
+    values = {}
+    for key, value in raw.items():
+        full_key = f"{prefix}{key}"
+        if key not in types_by_name:
+            parents = prefix.rstrip(".").split(".") if prefix else []
+            raise VidsegError(f"{source}: unknown key {full_key!r}; {_valid_keys(cls, parents)}")
+        expected = types_by_name[key]
+        if dataclasses.is_dataclass(expected):
+            values[key] = _build(expected, {} if value is None else value, f"{full_key}.", source)
+        else:
+            values[key] = _coerce(value, expected, full_key, source)
+    return cls(**values)
+
+
+def _coerce(value: Any, expected: Any, key: str, source: str) -> Any:
+    """Return ``value`` as the type ``expected`` or raise VidsegError naming key, file and type."""
+    ok, result = _try_coerce(value, expected)
+    if not ok:
+        raise VidsegError(
+            f"{source}: key {key!r} expects {_type_name(expected)}, found {_describe(value)}; fix the value or "
+            "remove the key to use the default"
+        )
+    return result
+
+
+def _try_coerce(value: Any, expected: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(expected)
+    if expected is type(None):
+        return value is None, None
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(expected):
+            ok, result = _try_coerce(value, option)
+            if ok:
+                return True, result
+        return False, None
+    if origin is Literal:
+        choices = typing.get_args(expected)
+        # YAML 1.1 reads an unquoted `off` as false.
+        if value is False and "off" in choices:
+            return True, "off"
+        return value in choices and not isinstance(value, bool), value
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        items = []
+        for item in value:
+            ok, result = _try_coerce(item, item_type)
+            if not ok:
+                return False, None
+            items.append(result)
+        return True, items
+    if expected is bool:
+        return isinstance(value, bool), value
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        # PyYAML reads exponents without a dot (3e-4) as strings.
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if expected is str:
+        return isinstance(value, str), value
+    raise TypeError(f"unsupported config type {expected!r}")
+
+
+def _type_name(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if expected is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(expected))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(expected))
+    if origin is list:
+        item = typing.get_args(expected)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _type_name(item))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(expected, str(expected))
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
