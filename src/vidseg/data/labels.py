@@ -1,0 +1,171 @@
+"""The Cityscapes label table and the label sets that models are trained on.
+
+Label files (``*_gtFine_labelIds.png``) store a *labelId* per pixel (0..33). Models predict *class indices* of a
+label set:
+
+- ``"cityscapes"``: the 19 official train classes (trainIds 0..18); every other labelId is ignored (255).
+- ``"report"``: the same 19 classes plus class 19, "void", which the report's models were trained to predict
+  (its Table 3 parameter counts need 20 output classes). Every labelId that is not one of the 19 train classes
+  becomes void, so void pixels are trained and evaluated as a class.
+
+In both sets a labelId outside the table (34..255) maps to 255, and so does the padding that transforms add.
+Table values follow the official cityscapesScripts ``labels.py`` (Cordts et al., CVPR 2016).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+IGNORE_INDEX = 255
+MAX_LABEL_ID = 33
+
+
+class Label(NamedTuple):
+    name: str
+    id: int
+    train_id: int
+    category: str
+    ignore_in_eval: bool
+    color: tuple[int, int, int]
+
+
+# The 35 entries of the official table; train_id 255 marks labels that are not trained (-1 in the original
+# table for "license plate", which only exists in polygon files and never in labelId images).
+LABELS: tuple[Label, ...] = (
+    Label("unlabeled", 0, 255, "void", True, (0, 0, 0)),
+    Label("ego vehicle", 1, 255, "void", True, (0, 0, 0)),
+    Label("rectification border", 2, 255, "void", True, (0, 0, 0)),
+    Label("out of roi", 3, 255, "void", True, (0, 0, 0)),
+    Label("static", 4, 255, "void", True, (0, 0, 0)),
+    Label("dynamic", 5, 255, "void", True, (111, 74, 0)),
+    Label("ground", 6, 255, "void", True, (81, 0, 81)),
+    Label("road", 7, 0, "flat", False, (128, 64, 128)),
+    Label("sidewalk", 8, 1, "flat", False, (244, 35, 232)),
+    Label("parking", 9, 255, "flat", True, (250, 170, 160)),
+    Label("rail track", 10, 255, "flat", True, (230, 150, 140)),
+    Label("building", 11, 2, "construction", False, (70, 70, 70)),
+    Label("wall", 12, 3, "construction", False, (102, 102, 156)),
+    Label("fence", 13, 4, "construction", False, (190, 153, 153)),
+    Label("guard rail", 14, 255, "construction", True, (180, 165, 180)),
+    Label("bridge", 15, 255, "construction", True, (150, 100, 100)),
+    Label("tunnel", 16, 255, "construction", True, (150, 120, 90)),
+    Label("pole", 17, 5, "object", False, (153, 153, 153)),
+    Label("polegroup", 18, 255, "object", True, (153, 153, 153)),
+    Label("traffic light", 19, 6, "object", False, (250, 170, 30)),
+    Label("traffic sign", 20, 7, "object", False, (220, 220, 0)),
+    Label("vegetation", 21, 8, "nature", False, (107, 142, 35)),
+    Label("terrain", 22, 9, "nature", False, (152, 251, 152)),
+    Label("sky", 23, 10, "sky", False, (70, 130, 180)),
+    Label("person", 24, 11, "human", False, (220, 20, 60)),
+    Label("rider", 25, 12, "human", False, (255, 0, 0)),
+    Label("car", 26, 13, "vehicle", False, (0, 0, 142)),
+    Label("truck", 27, 14, "vehicle", False, (0, 0, 70)),
+    Label("bus", 28, 15, "vehicle", False, (0, 60, 100)),
+    Label("caravan", 29, 255, "vehicle", True, (0, 0, 90)),
+    Label("trailer", 30, 255, "vehicle", True, (0, 0, 110)),
+    Label("train", 31, 16, "vehicle", False, (0, 80, 100)),
+    Label("motorcycle", 32, 17, "vehicle", False, (0, 0, 230)),
+    Label("bicycle", 33, 18, "vehicle", False, (119, 11, 32)),
+    Label("license plate", -1, 255, "vehicle", True, (0, 0, 142)),
+)
+
+LABEL_BY_NAME: dict[str, Label] = {label.name: label for label in LABELS}
+TRAIN_LABELS: tuple[Label, ...] = tuple(sorted((l for l in LABELS if l.train_id != 255), key=lambda l: l.train_id))
+NUM_TRAIN_CLASSES = len(TRAIN_LABELS)
+TRAIN_CLASS_NAMES: tuple[str, ...] = tuple(l.name for l in TRAIN_LABELS)
+
+# trainId -> RGB, shape [19, 3].
+PALETTE = np.array([l.color for l in TRAIN_LABELS], dtype=np.uint8)
+VOID_COLOR = (0, 0, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelSet:
+    """The classes a model predicts and how labelId images map onto them.
+
+    Attributes:
+        name: ``"cityscapes"`` or ``"report"``.
+        num_classes: number of model outputs.
+        class_names: one name per class index.
+        lut: uint8 array of 256 entries, labelId -> class index (255 = ignore).
+        palette: uint8 array ``[num_classes, 3]``, class index -> RGB.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    lut: np.ndarray
+    palette: np.ndarray
+
+    def map_label_ids(self, label_ids: np.ndarray) -> np.ndarray:
+        """Class indices (uint8, 255 = ignore) for an integer array of labelIds; unknown ids become 255."""
+        if label_ids.dtype == np.uint8:
+            return self.lut[label_ids]
+        clipped = np.where((label_ids >= 0) & (label_ids <= 255), label_ids, 255).astype(np.uint8)
+        return self.lut[clipped]
+
+
+def _build_lut(void_class: int) -> np.ndarray:
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for label in LABELS:
+        if label.id >= 0:
+            lut[label.id] = label.train_id if label.train_id != 255 else void_class
+    return lut
+
+
+LABEL_SETS: dict[str, LabelSet] = {
+    "cityscapes": LabelSet(
+        name="cityscapes",
+        num_classes=NUM_TRAIN_CLASSES,
+        class_names=TRAIN_CLASS_NAMES,
+        lut=_build_lut(void_class=IGNORE_INDEX),
+        palette=PALETTE.copy(),
+    ),
+    "report": LabelSet(
+        name="report",
+        num_classes=NUM_TRAIN_CLASSES + 1,
+        class_names=(*TRAIN_CLASS_NAMES, "void"),
+        lut=_build_lut(void_class=NUM_TRAIN_CLASSES),
+        palette=np.concatenate([PALETTE, np.array([VOID_COLOR], dtype=np.uint8)]),
+    ),
+}
+for _label_set in LABEL_SETS.values():
+    _label_set.lut.setflags(write=False)
+    _label_set.palette.setflags(write=False)
+PALETTE.setflags(write=False)
+
+
+def get_label_set(name: str | LabelSet) -> LabelSet:
+    """The label set called ``name`` (``"cityscapes"`` or ``"report"``); a LabelSet is returned as is."""
+    if isinstance(name, LabelSet):
+        return name
+    if name not in LABEL_SETS:
+        raise ValueError(f"unknown label set {name!r}; valid label sets are: {', '.join(LABEL_SETS)}")
+    return LABEL_SETS[name]
+
+
+def train_id_to_label_id(class_indices: np.ndarray) -> np.ndarray:
+    """Official labelIds (uint8) for an array of class indices, for writing Cityscapes result PNGs.
+
+    Indices 0..18 become the labelId of their train class; anything else (the report's void class 19, the
+    ignore value 255) becomes 0, "unlabeled", which the official evaluation ignores.
+    """
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in TRAIN_LABELS:
+        lut[label.train_id] = label.id
+    indices = np.asarray(class_indices)
+    clipped = np.where((indices >= 0) & (indices <= 255), indices, 0).astype(np.uint8)
+    return lut[clipped]
+
+
+def colorize(class_indices: np.ndarray, label_set: str | LabelSet = "cityscapes") -> np.ndarray:
+    """RGB image (uint8 ``[..., 3]``) of a class-index map; ignored (255) and unknown indices are black."""
+    label_set = get_label_set(label_set)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: label_set.num_classes] = label_set.palette
+    indices = np.asarray(class_indices)
+    clipped = np.where((indices >= 0) & (indices <= 255), indices, 255).astype(np.uint8)
+    return lut[clipped]
