@@ -1,0 +1,57 @@
+"""Helpers shared by the benchmark scripts: timing, matmul peak, result files."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Best wall time of ``repeats`` calls after ``warmup`` calls (the minimum is the least disturbed run)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak_gflops(dtype: torch.dtype, sizes=(2048, 4096), repeats: int = 5) -> float:
+    """Best achieved GFLOP/s of square matrix products on this machine, in ``dtype``."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        seconds = best_time(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)
+        best = max(best, 2 * n**3 / seconds / 1e9)
+    return best
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_result(name: str, markdown: str) -> Path:
+    """Write ``benchmarks/results/<name>.md`` with the command that produced it."""
+    RESULTS.mkdir(exist_ok=True)
+    command = "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
+    text = f"{markdown}\n\nMachine: {machine_line()}\n\nReproduce: `{command}`\n"
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    return path
