@@ -145,11 +145,10 @@ def main() -> None:
     ]
     for variant, dtype, train_fps, stream_fps in rows:
         dtype_peak = peak[dtype]
-        train_cells = (
-            f"{train_fps:.2f} | {train_fps / reference_train:.2f}x | {100 * train_fps * train_flops / 1e9 / dtype_peak:.0f}%"
-            if train_fps
-            else "- | - | -"
-        )
+        train_cells = "- | - | -"
+        if train_fps:
+            train_percent = 100 * train_fps * train_flops / 1e9 / dtype_peak
+            train_cells = f"{train_fps:.2f} | {train_fps / reference_train:.2f}x | {train_percent:.0f}%"
         gflops = stream_fps * step_flops / 1e9
         lines.append(
             f"| {variant} | {train_cells} | {stream_fps:.2f} | {stream_fps / reference_stream:.2f}x | "
