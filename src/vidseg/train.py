@@ -1,0 +1,1004 @@
+"""The training loop: one readable loop for a single process and for DDP under ``torchrun``.
+
+``train(config, run_dir)`` trains the config's model and writes the run directory:
+  * ``config.yaml``: the resolved config;
+  * ``metrics.jsonl``: one JSON object per event (``train`` log lines, ``eval`` results, ``stop``);
+  * ``last.pt`` and ``best.pt`` (by validation mIoU), optional ``step-NNNNNNN.pt``; every checkpoint holds
+    the model, optimizer, schedule, step/epoch, config, metrics, RNG states and the data order, so that
+    ``train(config, run_dir, resume=True)`` continues exactly where it stopped.
+
+Exact resume rests on three choices: each sample's random draws depend only on (seed, epoch, index), not on
+a worker's RNG stream; the epoch's sample order is a pure function of (seed, epoch); and checkpoints are taken
+at optimizer-step boundaries, recording how many micro-batches of the epoch were consumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute_in_backward
+
+from vidseg import checkpoint as ckpt
+from vidseg import distributed
+from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
+from vidseg.errors import VidsegError
+from vidseg.fileio import atomic_write_text
+
+IGNORE_INDEX = 255
+LOG_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset whose every sample draws its randomness from a seed made of (seed, epoch, index).
+
+    The random window position, frame stride, crop and flip of a sample are then the same whichever worker
+    loads it and whether or not training was interrupted. Uses the ``dataset[(index, seed)]`` protocol of
+    ``CityscapesSequences``.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)[0]
+        return self.dataset[(index, int(sample_seed) % 2**63)]
+
+
+def epoch_batches(num_samples: int, epoch: int, seed: int, batch_size: int, rank: int, world_size: int):
+    """This process's micro-batches (lists of sample indices) for ``epoch``: a pure function of its arguments.
+
+    The order is a DistributedSampler's (shuffled with seed + epoch, padded by repetition so that every process
+    gets the same number of samples).
+    """
+    sampler = torch.utils.data.DistributedSampler(
+        range(num_samples), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    return [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+
+
+def build_datasets(config: Config, with_val: bool = True):
+    """The training dataset (random windows and augmentation) and the validation dataset (deterministic)."""
+    from vidseg.data.cityscapes import CityscapesSequences
+    from vidseg.data.transforms import ClipTransform
+
+    data = config.data
+    size = (data.size[0], data.size[1])
+    scaled = tuple(data.scale) != (1.0, 1.0)
+    train_transform = ClipTransform(
+        size, scale_range=tuple(data.scale) if scaled else None, crop=scaled, hflip=data.hflip
+    )
+    stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
+    common = dict(root=data.root, label_set=data.label_set, skip_missing=data.skip_missing, cache=data.cache)
+    try:
+        train_set = CityscapesSequences(
+            split=data.train_split,
+            num_frames=data.num_frames,
+            gt_position=data.gt_position,
+            frame_stride=stride,
+            transform=train_transform,
+            **common,
+        )
+    except ValueError as error:  # a window that cannot fit the snippets
+        raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
+    if not with_val:
+        return train_set, None
+    try:
+        val_set = CityscapesSequences(
+            split=data.val_split,
+            num_frames=config.eval.num_frames,
+            gt_position=config.eval.gt_position,
+            transform=ClipTransform(size),
+            **common,
+        )
+    except ValueError as error:
+        raise VidsegError(f"eval (num_frames, gt_position) of the validation split: {error}") from None
+    if config.eval.max_samples is not None and config.eval.max_samples < len(val_set):
+        val_set = torch.utils.data.Subset(val_set, range(config.eval.max_samples))
+    return train_set, val_set
+
+
+def class_frequency_weights(
+    dataset, num_classes: int, frames: str, max_samples: int, num_workers: int, ctx: distributed.Context
+) -> torch.Tensor:
+    """Class weights 1 / sqrt(frequency) over the labels the loss sees, normalised to mean 1 over seen classes.
+
+    Counted on up to ``max_samples`` evenly spaced samples (0 = all), split among the processes. Classes never
+    seen get the largest weight, so that a class missing from the counted subset is not switched off.
+    """
+    total = len(dataset)
+    chosen = np.linspace(0, total - 1, max_samples).round().astype(int) if 0 < max_samples < total else range(total)
+    mine = [int(chosen[i]) for i in distributed.shard(len(chosen), ctx.rank, ctx.world_size)]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, mine), batch_size=None, num_workers=num_workers
+    )
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for sample in loader:
+        labels = sample["labels"]
+        if frames == "annotated":
+            labels = labels[sample["gt_index"]]
+        labels = labels[labels != IGNORE_INDEX].long()
+        counts += torch.bincount(labels, minlength=num_classes)[:num_classes].double()
+    counts = distributed.all_reduce_sum(counts.to(ctx.device)).cpu()
+    if counts.sum() == 0:
+        raise VidsegError(
+            f"loss.class_weights: the {len(chosen)} counted training samples hold no labelled pixel; "
+            "check data.root and data.label_set"
+        )
+    seen = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[seen] = (counts[seen] / counts.sum()).rsqrt()
+    weights[seen] /= weights[seen].mean()
+    weights[~seen] = weights[seen].max()
+    return weights.float()
+
+
+# ------------------------------------------------------------------------------------------- the loss
+
+
+def segmentation_loss(
+    logits: torch.Tensor, batch: dict, frames: str, class_weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Cross-entropy (ignore 255, optional class weights) on the annotated frame or on every labelled frame.
+
+    Args:
+        logits: ``[B, T, C, H, W]``.
+        batch: a collated sample batch with ``labels [B, T, H, W]``, ``labelled [B, T]``, ``gt_index [B]``.
+        frames: ``"annotated"`` or ``"labelled"``.
+        class_weights: ``[C]`` or None.
+
+    Returns:
+        The mean over counted pixels (weighted mean with class weights); 0 if no pixel counts.
+    """
+    labels = batch["labels"].to(logits.device, non_blocking=True)
+    if frames == "annotated":
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        gt_index = batch["gt_index"].to(logits.device)
+        logits, labels = logits[rows, gt_index], labels[rows, gt_index]
+    else:
+        labelled = batch["labelled"].to(logits.device)
+        logits, labels = logits[labelled], labels[labelled]
+    logits = logits.float()
+    total = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
+    counted = labels != IGNORE_INDEX
+    if class_weights is None:
+        denominator = counted.sum().to(total.dtype)
+    else:
+        denominator = class_weights[labels[counted]].sum()
+    # A window without labelled pixels contributes nothing (rather than 0 / 0).
+    return total / denominator.clamp(min=1e-12)
+
+
+# ------------------------------------------------------------------------------------ the LR schedule
+
+
+class LRSchedule:
+    """Learning rate as a function of training progress in [0, 1] (of the step, epoch or time budget).
+
+    ``constant``: the base rate. ``cosine``: linear warm-up over ``warmup_fraction`` of the budget, then a
+    cosine decay to ``final_lr_scale`` x the base rate. Every parameter group keeps its own base rate.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, warmup_fraction: float, final_lr_scale: float):
+        self.optimizer = optimizer
+        self.kind = kind
+        self.warmup_fraction = warmup_fraction
+        self.final_lr_scale = final_lr_scale
+        self.progress = 0.0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def factor(self, progress: float) -> float:
+        if self.kind == "constant":
+            return 1.0
+        if progress < self.warmup_fraction:
+            return progress / self.warmup_fraction
+        decay = min(1.0, (progress - self.warmup_fraction) / (1.0 - self.warmup_fraction))
+        return self.final_lr_scale + (1.0 - self.final_lr_scale) * 0.5 * (1.0 + math.cos(math.pi * decay))
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = progress
+        factor = self.factor(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "progress": self.progress}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_progress(state["progress"])
+
+
+# --------------------------------------------------------------------------- model set-up and forward
+
+
+class ClipForward(nn.Module):
+    """The clip forward of a RecurrentUNet as a module (what DDP wraps), optionally recomputing each step.
+
+    With ``checkpoint_steps`` the activations of a time step are not kept for the backward pass; only each
+    step's input frame and state are, and the step is run again during backward.
+    """
+
+    def __init__(self, model: nn.Module, checkpoint_steps: bool = False, channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.checkpoint_steps = checkpoint_steps
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        state = None
+        outputs = []
+        for t in range(frames.shape[1]):
+            frame = frames[:, t].contiguous(memory_format=self.memory_format)
+            if self.checkpoint_steps and torch.is_grad_enabled():
+                logits, state = recompute_in_backward(
+                    RecomputeOnce(self.model.step, self.model), frame, state, use_reentrant=False
+                )
+            else:
+                logits, state = self.model.step(frame, state)
+            outputs.append(logits)
+        return torch.stack(outputs, dim=1)
+
+
+class RecomputeOnce:
+    """A function for ``torch.utils.checkpoint`` whose second call (the recomputation in backward) leaves
+    BatchNorm running statistics alone, so that checkpointing does not count every batch twice."""
+
+    def __init__(self, function: Callable, model: nn.Module):
+        self.function = function
+        self.model = model
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            return self.function(*args)
+        with frozen_batchnorm_statistics(self.model):
+            return self.function(*args)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """In training mode, BatchNorm still normalises with batch statistics but does not update running ones."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    previous = [m.track_running_stats for m in norms]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, tracked in zip(norms, previous):
+            m.track_running_stats = tracked
+
+
+def checkpoint_stages(model: nn.Module) -> None:
+    """Recompute every encoder stage, temporal unit and decoder stage of ``model`` in the backward pass.
+
+    Only the instances' ``forward`` is wrapped; parameter names and the state dict do not change.
+    """
+    for stage in [*model.encoder, *model.temporal, *model.decoder]:
+        plain_forward = stage.forward
+
+        def forward(*args, _plain=plain_forward, _stage=stage):
+            if not torch.is_grad_enabled():
+                return _plain(*args)
+            return recompute_in_backward(RecomputeOnce(_plain, _stage), *args, use_reentrant=False)
+
+        stage.forward = forward
+
+
+def warm_start(model: nn.Module, path: str, init_temporal: str, log: Callable[[str], None]) -> list[str]:
+    """Copy every weight of checkpoint ``path`` whose name and shape match; return the copied parameter names.
+
+    With ``init_temporal="identity"`` cRNN units then start as C_x = identity (centre tap 1), C_h = 0 and zero
+    biases: on the non-negative features of vanilla and ResNet blocks the unit passes its input through
+    unchanged, so the model reproduces the logits of the per-frame model whose weights it copied.
+    """
+    source = ckpt.load_checkpoint(path)
+    target = model.state_dict()
+    matching = {
+        name: value for name, value in source["model"].items() if name in target and target[name].shape == value.shape
+    }
+    if not matching:
+        raise VidsegError(
+            f"train.init_from: no weight of {path} (model {source['model_name']}) matches model "
+            f"{type(model).__name__} by name and shape; warm-start from a checkpoint of the same block type and size"
+        )
+    model.load_state_dict(matching, strict=False)
+    kept = sorted(set(target) - set(matching))
+    log(
+        f"warm start: copied {len(matching)} of {len(target)} tensors from {path} ({source['model_name']}); "
+        f"{len(kept)} keep their fresh values" + (f", e.g. {', '.join(kept[:3])}" if kept else "")
+    )
+    if init_temporal == "identity":
+        identity_init_temporal(model)
+    parameter_names = {name for name, _ in model.named_parameters()}
+    return sorted(name for name in matching if name in parameter_names)
+
+
+@torch.no_grad()
+def identity_init_temporal(model: nn.Module) -> None:
+    """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases."""
+    from vidseg.models.temporal import ConvRNN
+
+    units = [unit for unit in model.temporal if isinstance(unit, ConvRNN)]
+    if not units:
+        raise VidsegError("train.init_temporal: 'identity' needs a model with cRNN units (*-crnn-*)")
+    for unit in units:
+        weight = unit.input_conv.weight
+        weight.zero_()
+        centre_h, centre_w = weight.shape[2] // 2, weight.shape[3] // 2
+        weight[:, :, centre_h, centre_w] = torch.eye(weight.shape[0], dtype=weight.dtype)
+        unit.input_conv.bias.zero_()
+        unit.hidden_conv.weight.zero_()
+        unit.hidden_conv.bias.zero_()
+
+
+def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torch.optim.Optimizer:
+    """Adam or AdamW; weights copied by a warm start get ``optim.copied_lr_scale`` x the learning rate."""
+    optim = config.optim
+    copied_set = set(copied)
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n not in copied_set], "lr": optim.lr}]
+    if copied_set:
+        groups.append({"params": [p for n, p in named if n in copied_set], "lr": optim.lr * optim.copied_lr_scale})
+    groups = [group for group in groups if group["params"]]
+    optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
+    return optimizer_class(
+        groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+    )
+
+
+# ------------------------------------------------------------------------------------------ RNG states
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# -------------------------------------------------------------------------------------- run directory
+
+
+def find_resume_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """The newest checkpoint of ``run_dir`` that loads; say which ones were skipped and why."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise VidsegError(f"--resume {run_dir}: no such run directory")
+    candidates = [p for p in [run_dir / "last.pt", *run_dir.glob("step-*.pt"), run_dir / "best.pt"] if p.is_file()]
+    if not candidates:
+        raise VidsegError(
+            f"--resume {run_dir}: the directory holds no checkpoint (last.pt, best.pt or step-*.pt); "
+            "start a new run with `vidseg train CONFIG --out DIR`"
+        )
+    # Newest first; at equal times last.pt, then the periodic ones, then best.pt.
+    priority = {path: i for i, path in enumerate(candidates)}
+    candidates.sort(key=lambda p: (-p.stat().st_mtime, priority[p]))
+    problems = []
+    for path in candidates:
+        try:
+            payload = ckpt.load_checkpoint(path)
+            missing = [
+                key for key in ("config", "optimizer", "scheduler", "step", "epoch", "rng") if key not in payload
+            ]
+            if missing:
+                raise VidsegError(f"checkpoint {path} is not a training checkpoint (it lacks {', '.join(missing)})")
+        except VidsegError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            log(f"resume: skipped {len(problems)} unusable checkpoint(s): " + " | ".join(problems))
+            log(f"resume: falling back to {path} (step {payload['step']})")
+        return path, payload
+    raise VidsegError(f"--resume {run_dir}: no checkpoint loads: " + " | ".join(problems))
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per line) and, when it imports, TensorBoard; main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+        self.path = run_dir / LOG_FILE
+        self.enabled = enabled
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def keep_until(self, step: int) -> None:
+        """Drop events after ``step`` (left by a run killed after its last checkpoint) and any torn line."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("step", 0) <= step:
+                kept.append(line + "\n")
+        atomic_write_text(self.path, "".join(kept))
+
+    def write(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        from vidseg.metrics import nan_to_none
+
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(nan_to_none(event)) + "\n")
+        if self.writer is not None:
+            for key, value in event.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"{event['event']}/{key}", value, event.get("step", 0))
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    """Micro-batches of ``epoch`` already consumed by this process."""
+    seconds: float = 0.0
+    """Training time of the earlier sessions of this run."""
+    best_miou: float = -math.inf
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    stopped_by: str
+    """``budget`` or ``sigterm``."""
+    metrics: dict
+    run_dir: Path
+
+
+class Trainer:
+    """Everything one training run needs; ``run()`` executes it. Build it through ``train()``."""
+
+    def __init__(self, config: Config, run_dir: Path, ctx: distributed.Context, resume: bool, log: Callable):
+        from vidseg.data.labels import get_label_set
+        from vidseg.models import build_model
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.log = log if ctx.is_main else _silent
+        train_cfg = self.train_cfg = config.train
+        self.seed = train_cfg.seed
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+
+        payload = self._resume_payload() if resume else None
+        if payload is None and ctx.is_main and (self.run_dir / "last.pt").exists():
+            raise VidsegError(
+                f"{self.run_dir} already holds a run (last.pt); continue it with --resume {self.run_dir}, "
+                "or train into another directory with --out"
+            )
+
+        self.label_set = get_label_set(config.data.label_set)
+        self.num_classes = self.label_set.num_classes
+        train_set, self.val_set = build_datasets(config, with_val=self._evaluates())
+        self.train_set = SeededSamples(train_set, self.seed)
+        self.batches_per_epoch = len(
+            epoch_batches(len(train_set), 0, self.seed, config.data.batch_size, ctx.rank, ctx.world_size)
+        )
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.optim.accumulate)
+
+        self.model = build_model(config.model.name, num_classes=self.num_classes)
+        self.copied: list[str] = []
+        if payload is not None:
+            self.copied = list(payload.get("copied_parameters", []))
+        elif train_cfg.init_from:
+            self.copied = warm_start(self.model, train_cfg.init_from, train_cfg.init_temporal, self.log)
+        elif train_cfg.init_temporal == "identity":
+            identity_init_temporal(self.model)
+        self.model.to(ctx.device)
+        if train_cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if train_cfg.activation_checkpointing == "stage":
+            checkpoint_stages(self.model)
+
+        self.optimizer = build_optimizer(self.model, config, self.copied)
+        self.schedule = LRSchedule(
+            self.optimizer, config.optim.schedule, config.optim.warmup_fraction, config.optim.final_lr_scale
+        )
+        if train_cfg.amp == "fp16" and ctx.device.type != "cuda":
+            raise VidsegError("train.amp: fp16 needs a CUDA device; on CPU use 'bf16' or 'off'")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train_cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if train_cfg.amp == "fp16" else None
+
+        self.progress = Progress()
+        self.class_weights = self._class_weights(payload)
+        if payload is not None:
+            self._load_state(payload)
+        else:
+            self.schedule.set_progress(0.0)
+
+        self.forward = ClipForward(
+            self.model,
+            checkpoint_steps=train_cfg.activation_checkpointing in ("step", "stage"),
+            channels_last=train_cfg.channels_last,
+        )
+        if ctx.distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=device_ids)
+
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp.*"):
+                stale.unlink(missing_ok=True)  # left by a process killed while writing
+            atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
+        self.metrics_log = MetricsLog(self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard)
+        if payload is not None:
+            self.metrics_log.keep_until(self.progress.step)
+        self.stop_requested = False
+        self.last_saved: tuple | None = None
+        self.session_start = time.monotonic()
+        self.bar = None
+
+    # --------------------------------------------------------------------------------- set-up pieces
+
+    def _resume_payload(self) -> dict:
+        """The newest loadable checkpoint, chosen and read by the main process and sent to the others."""
+        found: tuple[str, dict] | str
+        if self.ctx.is_main:
+            try:
+                path, payload = find_resume_checkpoint(self.run_dir, self.log)
+                found = (str(path), payload)
+            except VidsegError as error:
+                found = str(error)
+        else:
+            found = ""
+        found = distributed.broadcast_object(found)
+        if isinstance(found, str):
+            raise VidsegError(found)
+        path, payload = found
+        self.log(f"resuming {self.run_dir} from {Path(path).name} at step {payload['step']}")
+        return payload
+
+    def _evaluates(self) -> bool:
+        return self.config.eval.every_epochs > 0 or self.config.eval.every_steps > 0
+
+    def _class_weights(self, payload: dict | None) -> torch.Tensor | None:
+        setting = self.config.loss.class_weights
+        if setting == "none":
+            return None
+        if isinstance(setting, list):
+            if len(setting) != self.num_classes:
+                raise VidsegError(
+                    f"loss.class_weights: expected {self.num_classes} weights for label set "
+                    f"{self.label_set.name!r}, found {len(setting)}"
+                )
+            weights = torch.tensor(setting, dtype=torch.float32)
+        elif payload is not None and payload.get("class_weights") is not None:
+            weights = payload["class_weights"]
+        else:
+            self.log("counting class frequencies of the training labels for loss.class_weights ...")
+            weights = class_frequency_weights(
+                self.train_set,
+                self.num_classes,
+                self.config.loss.frames,
+                self.config.loss.class_weight_samples,
+                self.config.data.num_workers,
+                self.ctx,
+            )
+            self.log("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
+        return weights.to(self.ctx.device)
+
+    def _load_state(self, payload: dict) -> None:
+        if payload["model_name"] != self.config.model.name or payload["num_classes"] != self.num_classes:
+            raise VidsegError(
+                f"resume: the checkpoint holds {payload['model_name']} with {payload['num_classes']} classes but the "
+                f"config asks for {self.config.model.name} with {self.num_classes}; resume with the run's own config"
+            )
+        data_order = payload["rng"]["data_order"]
+        if data_order["seed"] != self.seed:
+            raise VidsegError(
+                f"resume: the run was seeded with {data_order['seed']} but the config says train.seed={self.seed}"
+            )
+        self.model.load_state_dict(payload["model"])
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except ValueError as error:
+            raise VidsegError(f"resume: the optimizer state does not fit this config ({error})") from error
+        self.schedule.load_state_dict(payload["scheduler"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.progress = Progress(
+            step=payload["step"],
+            epoch=payload["epoch"],
+            batches_done=data_order["batches_done"],
+            seconds=payload.get("train_seconds", 0.0),
+            best_miou=payload["metrics"].get("best_miou", -math.inf),
+            metrics=payload["metrics"],
+        )
+        restore_rng_states(payload["rng"])
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def run(self) -> TrainResult:
+        progress = self.progress
+        previous_handler = self._catch_sigterm()
+        self.bar = self._progress_bar()
+        self.session_start = time.monotonic()
+        try:
+            while True:
+                stopped_by = self._train_epoch()
+                if not stopped_by:  # the epoch is complete
+                    self._end_epoch()
+                    if self.train_cfg.epochs is not None and progress.epoch >= self.train_cfg.epochs:
+                        stopped_by = "budget"
+                if stopped_by:
+                    break
+            if stopped_by == "budget" and self._evaluates() and progress.metrics.get("val_step") != progress.step:
+                self._validate()
+            self._save_last()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+        self.metrics_log.write({"event": "stop", "step": progress.step, "epoch": progress.epoch, "reason": stopped_by})
+        self.metrics_log.close()
+        if stopped_by == "sigterm":
+            self.log(
+                f"stopped by SIGTERM at step {progress.step}; checkpoint {self.run_dir / 'last.pt'} written; "
+                f"continue with: vidseg train --resume {self.run_dir}"
+            )
+        return TrainResult(progress.step, progress.epoch, stopped_by, dict(progress.metrics), self.run_dir)
+
+    def _train_epoch(self) -> str:
+        """Train to the end of the epoch (returns "") or until training must stop (returns the reason)."""
+        config, ctx, progress = self.config, self.ctx, self.progress
+        accumulate = config.optim.accumulate
+        batches = epoch_batches(
+            len(self.train_set), progress.epoch, self.seed, config.data.batch_size, ctx.rank, ctx.world_size
+        )
+        self.train_set.epoch = progress.epoch
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_sampler=batches[progress.batches_done :],
+            num_workers=config.data.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+            # Worker seeds come from here, not from the global RNG; samples do not use them anyway.
+            generator=torch.Generator().manual_seed(self.seed + progress.epoch),
+        )
+        self.model.train()
+        step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        window = {"loss": 0.0, "steps": 0, "frames": 0, "start": time.monotonic()}
+        for batch in loader:
+            index = progress.batches_done
+            group_start = index - index % accumulate
+            group_size = min(accumulate, len(batches) - group_start)
+            last_of_group = index == group_start + group_size - 1
+            loss = self._micro_step(batch, group_size, sync=last_of_group)
+            step_loss += loss.detach() / group_size
+            window["frames"] += batch["frames"].shape[0] * batch["frames"].shape[1] * ctx.world_size
+            progress.batches_done += 1
+            if not last_of_group:
+                continue
+            loss_value, stop = self._optimizer_step(step_loss)
+            step_loss.zero_()
+            window["loss"] += loss_value
+            window["steps"] += 1
+            if progress.step % self.train_cfg.log_every == 0 or stop:
+                self._log_train(window)
+                window = {"loss": 0.0, "steps": 0, "frames": 0, "start": time.monotonic()}
+            if self.bar is not None:
+                self.bar.update(1)
+            evaluate_now = config.eval.every_steps and progress.step % config.eval.every_steps == 0
+            if evaluate_now:
+                self._validate()
+            periodic = self.train_cfg.checkpoint_every and progress.step % self.train_cfg.checkpoint_every == 0
+            if periodic or evaluate_now:
+                self._save_last(keep_copy=bool(periodic) and self.train_cfg.keep_checkpoints)
+            if stop:
+                return stop
+        return ""
+
+    def _end_epoch(self) -> None:
+        progress = self.progress
+        progress.epoch += 1
+        progress.batches_done = 0
+        every = self.config.eval.every_epochs
+        if every and progress.epoch % every == 0:
+            self._validate()
+        self._save_last()
+
+    def _micro_step(self, batch: dict, group_size: int, sync: bool) -> torch.Tensor:
+        frames = batch["frames"].to(self.ctx.device, non_blocking=True)
+        # Under DDP, gradients are all-reduced only on the last micro-batch of an accumulation group.
+        no_sync = self.forward.no_sync if (self.ctx.distributed and not sync) else contextlib.nullcontext
+        with no_sync():
+            with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = self.forward(frames)
+            loss = segmentation_loss(logits, batch, self.config.loss.frames, self.class_weights)
+            scaled = loss / group_size
+            if self.scaler is not None:
+                scaled = self.scaler.scale(scaled)
+            scaled.backward()
+        return loss
+
+    def _optimizer_step(self, step_loss: torch.Tensor) -> tuple[float, str]:
+        """Check the loss, step the optimizer and the schedule; return the loss (mean over processes) and why
+        training must stop now ("" to go on)."""
+        config, progress = self.config, self.progress
+        over_time = self.train_cfg.minutes is not None and self._elapsed() >= self.train_cfg.minutes * 60
+        local_loss = step_loss.item()
+        # One collective per step carries the loss for logging and every process's reasons to stop.
+        flags = torch.tensor(
+            [local_loss, float(not math.isfinite(local_loss)), float(self.stop_requested), float(over_time)],
+            dtype=torch.float64,
+            device=self.ctx.device,
+        )
+        flags = distributed.all_reduce_sum(flags).tolist()
+        loss_value = flags[0] / self.ctx.world_size
+        if flags[1] > 0:
+            self._stop_on_nonfinite(loss_value if not math.isfinite(loss_value) else local_loss)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if config.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        self.schedule.set_progress(self._budget_progress())
+        if flags[2] > 0:
+            return loss_value, "sigterm"
+        if self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps:
+            return loss_value, "budget"
+        if flags[3] > 0:
+            return loss_value, "budget"
+        return loss_value, ""
+
+    def _stop_on_nonfinite(self, value: float) -> None:
+        progress = self.progress
+        step = progress.step + 1
+        self.metrics_log.write({"event": "nonfinite", "step": step, "epoch": progress.epoch, "loss": value})
+        if self.last_saved is not None:
+            kept = f"the last good checkpoint {self.run_dir / 'last.pt'} (step {self.last_saved[0]}) is kept"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise VidsegError(
+            f"the training loss became {value} at step {step} (epoch {progress.epoch}, micro-batch "
+            f"{progress.batches_done} of the epoch); training stopped and {kept}. Lower optim.lr, set "
+            "optim.grad_clip, or check the data for bad labels"
+        )
+
+    def _elapsed(self) -> float:
+        return self.progress.seconds + time.monotonic() - self.session_start
+
+    def _budget_progress(self) -> float:
+        """How far training is through its budget, 0 ... 1 (the furthest of steps, epochs and time)."""
+        train_cfg, progress = self.train_cfg, self.progress
+        fractions = [0.0]
+        if train_cfg.steps is not None:
+            fractions.append(progress.step / train_cfg.steps)
+        if train_cfg.epochs is not None:
+            fractions.append(progress.step / (train_cfg.epochs * self.steps_per_epoch))
+        if train_cfg.minutes is not None:
+            fractions.append(self._elapsed() / (train_cfg.minutes * 60))
+        return min(1.0, max(fractions))
+
+    # -------------------------------------------------------------------------- eval, logs, saving
+
+    def _validate(self) -> None:
+        from vidseg.evaluate import evaluate_model
+
+        progress = self.progress
+        # Each process updated its BatchNorm statistics on its own batches; evaluate (and save) rank 0's.
+        distributed.broadcast_buffers(self.model)
+        results = evaluate_model(
+            self.model,
+            self.val_set,
+            device=self.ctx.device,
+            amp="bf16" if self.train_cfg.amp == "bf16" else "off",
+            batch_size=self.config.eval.batch_size,
+            num_workers=self.config.data.num_workers,
+            protocol=self.config.eval.protocol,
+            tc=self.config.eval.tc,
+            label_set=self.label_set,
+            progress=self.bar is not None and not self.bar.disable,
+        )
+        self.model.train()
+        miou = results["miou"]
+        improved = miou is not None and miou > progress.best_miou
+        if improved:
+            progress.best_miou = miou
+        progress.metrics.update({"val": results, "val_step": progress.step, "best_miou": progress.best_miou})
+        event = {"event": "eval", "step": progress.step, "epoch": progress.epoch}
+        event.update({key: value for key, value in results.items() if not isinstance(value, (list, dict))})
+        self.metrics_log.write(event)
+        shown = "undefined" if miou is None else f"{miou:.4f}"
+        self._say(f"step {progress.step}: validation mIoU {shown} (best {progress.best_miou:.4f})")
+        if improved:
+            self._save("best.pt")
+
+    def _log_train(self, window: dict) -> None:
+        progress = self.progress
+        seconds = max(time.monotonic() - window["start"], 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        event = {
+            "event": "train",
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": window["loss"] / max(window["steps"], 1),
+            "lr": lr,
+            "frames_per_s": window["frames"] / seconds,
+            "elapsed_s": self._elapsed(),
+        }
+        progress.metrics["train"] = event
+        self.metrics_log.write(event)
+        if self.bar is not None and not self.bar.disable:
+            postfix = {"loss": f"{event['loss']:.4f}", "lr": f"{lr:.2e}", "frames/s": f"{event['frames_per_s']:.1f}"}
+            if self.bar.total is None and self.train_cfg.minutes is not None:
+                postfix["left"] = f"{max(0.0, self.train_cfg.minutes * 60 - self._elapsed()) / 60:.1f} min"
+            self.bar.set_postfix(postfix, refresh=False)
+        else:
+            self.log(
+                f"step {progress.step} epoch {progress.epoch} loss {event['loss']:.4f} lr {lr:.2e} "
+                f"{event['frames_per_s']:.1f} frames/s"
+            )
+
+    def _say(self, message: str) -> None:
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(message)
+        else:
+            self.log(message)
+
+    def _progress_bar(self):
+        if not self.ctx.is_main:
+            return None
+        from tqdm import tqdm
+
+        totals = [self.train_cfg.steps] if self.train_cfg.steps is not None else []
+        if self.train_cfg.epochs is not None:
+            totals.append(self.train_cfg.epochs * self.steps_per_epoch)
+        return tqdm(
+            total=min(totals) if totals else None,
+            initial=self.progress.step,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            disable=None,  # quiet when stderr is not a terminal
+        )
+
+    def _payload(self) -> dict:
+        progress = self.progress
+        return {
+            "model_name": self.config.model.name,
+            "num_classes": self.num_classes,
+            "label_set": self.label_set.name,
+            "model": self.model.state_dict(),
+            "normalization": _normalization(),
+            "config": config_to_dict(self.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "metrics": dict(progress.metrics),
+            "rng": {
+                **rng_states(),
+                "data_order": {"seed": self.seed, "epoch": progress.epoch, "batches_done": progress.batches_done},
+            },
+            "train_seconds": self._elapsed(),
+            "class_weights": self.class_weights.cpu() if self.class_weights is not None else None,
+            "copied_parameters": self.copied,
+        }
+
+    def _save(self, name: str) -> None:
+        distributed.broadcast_buffers(self.model)
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(self.run_dir / name, self._payload())
+
+    def _save_last(self, keep_copy: bool = False) -> None:
+        progress = self.progress
+        where = (progress.step, progress.epoch, progress.batches_done, progress.metrics.get("val_step"))
+        if where == self.last_saved:
+            return
+        self._save("last.pt")
+        if keep_copy:
+            self._save(f"step-{progress.step:07d}.pt")
+        self.last_saved = where
+
+    def _catch_sigterm(self):
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        try:
+            return signal.signal(signal.SIGTERM, request_stop)
+        except ValueError:  # not the main thread: signals stay with the caller
+            return None
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _normalization() -> dict:
+    from vidseg.data.transforms import MEAN, STD
+
+    return {"mean": list(MEAN), "std": list(STD)}
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``config``'s model into ``run_dir``; with ``resume``, continue from its newest loadable checkpoint.
+
+    Under ``torchrun`` every process calls this; the process group is set up and torn down here.
+    """
+    ctx = distributed.init(config.train.device)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    if config.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        return Trainer(config, Path(run_dir), ctx, resume, log).run()
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
+        distributed.shutdown()
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config of an existing run (its ``config.yaml``, else the newest checkpoint's), with overrides."""
+    from vidseg.config import load_config
+
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if path.is_file():
+        return load_config(path, overrides)
+    _, payload = find_resume_checkpoint(run_dir, lambda message: print(message, file=sys.stderr))
+    return config_from_dict(payload["config"], source=f"the config stored in {run_dir}", overrides=overrides)
