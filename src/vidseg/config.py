@@ -111,7 +111,7 @@ class EvalConfig:
     gt_position: Literal["last"] | int = "last"
     batch_size: int = 1
     max_samples: int | None = None
-    """Evaluate on the first N validation samples only (None = all)."""
+    """Evaluate on N evenly spaced validation samples only (None = all)."""
     protocol: Literal["standard", "report"] = "standard"
     tc: bool = False
     """Also compute flow-based temporal consistency (slow)."""

@@ -118,7 +118,8 @@ def build_datasets(config: Config, with_val: bool = True):
     except ValueError as error:
         raise VidsegError(f"eval (num_frames, gt_position) of the validation split: {error}") from None
     if config.eval.max_samples is not None and config.eval.max_samples < len(val_set):
-        val_set = torch.utils.data.Subset(val_set, range(config.eval.max_samples))
+        evenly_spaced = np.linspace(0, len(val_set) - 1, config.eval.max_samples).round().astype(int)
+        val_set = torch.utils.data.Subset(val_set, evenly_spaced.tolist())
     return train_set, val_set
 
 
