@@ -116,17 +116,25 @@ class ConfusionMatrix:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes when torch.distributed is initialised; return it unchanged otherwise.
+    """Sum ``tensor`` over all processes when torch.distributed is initialised; return it unchanged otherwise."""
+    return _all_reduce(tensor, "sum")
 
-    NCCL reduces only CUDA tensors, so under NCCL a CPU tensor makes a round trip through the current GPU.
-    """
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of ``tensor`` over all processes (unchanged without torch.distributed)."""
+    return _all_reduce(tensor, "max")
+
+
+def _all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return tensor
+    reduce_op = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX}[op]
+    # NCCL reduces only CUDA tensors, so under NCCL a CPU tensor makes a round trip through the current GPU.
     if torch.distributed.get_backend() == "nccl" and tensor.device.type != "cuda":
         on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
-        torch.distributed.all_reduce(on_gpu, op=torch.distributed.ReduceOp.SUM)
+        torch.distributed.all_reduce(on_gpu, op=reduce_op)
         return on_gpu.to(tensor.device)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    torch.distributed.all_reduce(tensor, op=reduce_op)
     return tensor
 
 
