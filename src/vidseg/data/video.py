@@ -1,0 +1,401 @@
+"""Video input and output: read frames from a video file, a folder of images or a glob; write videos and
+folders of images atomically.
+
+Frames are numpy arrays ``[H, W, 3]``, uint8, RGB. Reading streams one frame at a time, so memory does not
+depend on the length of the video. Video files are decoded with PyAV, which ships its own FFmpeg, so every
+container and codec FFmpeg knows works (mp4, mov, avi, mkv, webm, ...). Image folders and globs are read in
+natural order (``frame2`` before ``frame10``).
+
+Writers never leave half a file behind: a video is encoded into a temporary file next to its target and renamed
+at the end; a folder of images is filled as a temporary sibling folder and renamed at the end. On an exception
+the temporary output is deleted and an existing target is left untouched.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from vidseg.errors import VidsegError
+from vidseg.fileio import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Output containers and how each is encoded; see VideoWriter for the pixel formats.
+VIDEO_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+# A folder of frames carries no frame rate; Cityscapes sequences were recorded at 17 frames per second.
+DEFAULT_FRAME_RATE = Fraction(17)
+# Decoding fewer frames than the container announces by more than this share means the file is cut short.
+TRUNCATION_TOLERANCE = 0.02
+
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+
+
+def natural_sort_key(text: str) -> tuple:
+    """Sort key that orders runs of digits by their value: ``frame2`` < ``frame10``, case-insensitively."""
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(part) if index % 2 else part.lower() for index, part in enumerate(parts)), text
+
+
+def open_frames(source: str | os.PathLike, frame_rate: float | Fraction | None = None) -> FrameSource:
+    """Open a video file, a folder of images or a glob pattern of images for reading.
+
+    Args:
+        source: a video file, a folder (its image files, not its subfolders) or a pattern such as
+            ``"clip/*.png"``.
+        frame_rate: frames per second; overrides the video's own rate, and sets the rate of image sequences
+            (default ``DEFAULT_FRAME_RATE``).
+
+    Raises:
+        VidsegError: the source does not exist, holds no frames, or the video cannot be opened.
+    """
+    rate = None if frame_rate is None else Fraction(frame_rate).limit_denominator(1001)
+    if rate is not None and rate <= 0:
+        raise VidsegError(f"frame rate must be positive, got {frame_rate}")
+    path = Path(source)
+    if path.is_dir():
+        return ImageSequence.from_folder(path, rate)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageSequence([path], str(path), rate)
+        return VideoFile(path, rate)
+    if _GLOB_CHARACTERS.search(str(source)):
+        return ImageSequence.from_glob(str(source), rate)
+    raise VidsegError(
+        f"input {source} does not exist; pass a video file, a folder of frames or a quoted glob such as 'frames/*.png'"
+    )
+
+
+class FrameSource:
+    """Frames of one video, read lazily in order.
+
+    Attributes:
+        name: how messages refer to the source (a path or a pattern).
+        frame_rate: frames per second, as an exact fraction (30000/1001 for NTSC video).
+        num_frames: the number of frames, or None where the container does not say.
+    """
+
+    name: str
+    frame_rate: Fraction
+    num_frames: int | None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def frame_name(self, index: int) -> str:
+        """A file stem for outputs of frame ``index`` (the image's own stem for image sequences)."""
+        return f"{index:06d}"
+
+    def check_size(self, frame: np.ndarray, first_shape: tuple[int, ...] | None, where: str) -> tuple[int, ...]:
+        if first_shape is not None and frame.shape != first_shape:
+            raise VidsegError(
+                f"{where} is {_size(frame.shape)} but the first frame of {self.name} is {_size(first_shape)}; "
+                "every frame of a video must have one size: resize the frames or split the input where the "
+                "size changes"
+            )
+        return frame.shape
+
+
+class ImageSequence(FrameSource):
+    """Image files read in the given order, converted to RGB."""
+
+    def __init__(self, files: list[Path], name: str, frame_rate: Fraction | None = None):
+        self.files = files
+        self.name = name
+        self.frame_rate = frame_rate or DEFAULT_FRAME_RATE
+        self.num_frames = len(files)
+        stems = [p.stem for p in files]
+        # frame.png and frame.jpg (or a glob over several folders) would otherwise share an output name.
+        self._unique_stems = len(set(stems)) == len(stems)
+
+    @classmethod
+    def from_folder(cls, folder: Path, frame_rate: Fraction | None = None) -> ImageSequence:
+        entries = list(folder.iterdir())
+        files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise VidsegError(
+                f"folder {folder} contains no frames: expected image files ({', '.join(IMAGE_EXTENSIONS)}), "
+                f"found {_describe_entries(entries)}; pass the folder that holds the frames, or a video file"
+            )
+        return cls(sorted(files, key=lambda p: natural_sort_key(p.name)), str(folder), frame_rate)
+
+    @classmethod
+    def from_glob(cls, pattern: str, frame_rate: Fraction | None = None) -> ImageSequence:
+        matches = [Path(p) for p in globlib.glob(pattern)]
+        files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise VidsegError(
+                f"pattern {pattern!r} matches no image files ({', '.join(IMAGE_EXTENSIONS)}); it matches "
+                f"{_describe_entries(matches)}; check the pattern, and quote it so that the shell does not expand it"
+            )
+        return cls(sorted(files, key=lambda p: natural_sort_key(str(p))), pattern, frame_rate)
+
+    def frame_name(self, index: int) -> str:
+        stem = self.files[index].stem
+        return stem if self._unique_stems else f"{index:06d}_{stem}"
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from PIL import Image, UnidentifiedImageError
+
+        first_shape = None
+        for path in self.files:
+            try:
+                with Image.open(path) as image:
+                    frame = np.asarray(image.convert("RGB"))
+            except (UnidentifiedImageError, OSError, ValueError) as error:
+                raise VidsegError(
+                    f"frame {path} cannot be read ({error}); replace or delete the file and run again"
+                ) from error
+            first_shape = self.check_size(frame, first_shape, f"frame {path}")
+            yield frame
+
+
+class VideoFile(FrameSource):
+    """A video decoded with PyAV, one frame at a time (the first video stream of the file)."""
+
+    def __init__(self, path: Path, frame_rate: Fraction | None = None):
+        import av
+
+        self.path = path
+        self.name = str(path)
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VidsegError(f"{path} contains no video stream; pass a video file or a folder of frames")
+                stream = container.streams.video[0]
+                native_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                self.expected_frames = _announced_frames(container, stream, native_rate)
+        except av.error.FFmpegError as error:
+            raise VidsegError(
+                f"video {path} cannot be opened ({_ffmpeg_message(error)}): the file is not a video, is truncated "
+                "(recording or download interrupted) or uses a codec FFmpeg does not know; re-encode or "
+                "re-download it, or pass a folder of frames"
+            ) from error
+        self.frame_rate = frame_rate or (Fraction(native_rate) if native_rate else DEFAULT_FRAME_RATE)
+        self.num_frames = self.expected_frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        decoded = 0
+        first_shape = None
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for av_frame in container.decode(stream):
+                    frame = av_frame.to_ndarray(format="rgb24")
+                    first_shape = self.check_size(frame, first_shape, f"frame {decoded} of {self.path}")
+                    decoded += 1
+                    yield frame
+        except av.error.FFmpegError as error:
+            raise VidsegError(
+                f"video {self.path} cannot be decoded after frame {decoded} ({_ffmpeg_message(error)}): the file "
+                "is damaged or truncated; re-encode or re-download it (ffmpeg -i in.mp4 out.mp4 keeps what is "
+                "readable)"
+            ) from error
+        if decoded == 0:
+            raise VidsegError(f"video {self.path} contains no decodable frames; re-encode or re-download it")
+        expected = self.expected_frames
+        if expected and expected - decoded > max(1, TRUNCATION_TOLERANCE * expected):
+            raise VidsegError(
+                f"video {self.path} ended after {decoded} frames but its header announces {expected}: the file is "
+                "truncated; re-download it, or re-encode what is readable (ffmpeg -i in.mp4 out.mp4) and use that"
+            )
+
+
+def _announced_frames(container, stream, rate) -> int | None:
+    if stream.frames:
+        return int(stream.frames)
+    if container.duration and rate:
+        return round(container.duration / 1_000_000 * rate)  # container.duration is in microseconds
+    return None
+
+
+def _ffmpeg_message(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]} (width x height)"
+
+
+def _describe_entries(entries: list[Path]) -> str:
+    if not entries:
+        return "nothing"
+    names = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in entries)[:5])
+    return f"{len(entries)} other entries ({names}{', ...' if len(entries) > 5 else ''})"
+
+
+# ------------------------------------------------------------------------------------------------- writers
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; return it as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise VidsegError(f"output {path} is a folder; pass a file name such as {path / 'segmented.mp4'}")
+    if path.exists() and not overwrite:
+        raise VidsegError(f"output {path} already exists; pass --overwrite to replace it, or choose another name")
+    return path
+
+
+class VideoWriter:
+    """Encode RGB frames into a video file; use as a context manager.
+
+    The container follows the file's extension (``VIDEO_CONTAINERS``): mp4, mov and mkv hold H.264 (yuv420p,
+    or yuv444p where the width or height is odd, which 4:2:0 cannot represent), avi holds MPEG-4 Part 2.
+    Frame ``i`` is shown at ``i / frame_rate``, so the rate and the frame count are preserved exactly.
+    The file appears at ``path`` only when the ``with`` block ends without an exception.
+
+    Args:
+        path: the video to write; its folder is created if missing.
+        frame_rate: frames per second.
+        overwrite: replace an existing file (otherwise VidsegError).
+        quality: H.264 constant rate factor (lower is better and larger; 18 is visually lossless).
+    """
+
+    def __init__(self, path: str | os.PathLike, frame_rate: Fraction, overwrite: bool = False, quality: int = 20):
+        self.path = check_output_file(path, overwrite)
+        self.container_format = VIDEO_CONTAINERS.get(self.path.suffix.lower())
+        if self.container_format is None:
+            raise VidsegError(
+                f"output {self.path} has an unsupported extension; use one of {', '.join(VIDEO_CONTAINERS)}"
+            )
+        self.frame_rate = Fraction(frame_rate)
+        self.quality = quality
+        self.num_frames = 0
+        self._container = None
+        self._stream = None
+        self._atomic = None
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._container = av.open(str(tmp), mode="w", format=self.container_format)
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``[H, W, 3]`` uint8 RGB frame; every frame must have the size of the first."""
+        import av
+
+        if self._stream is None:
+            self._stream = self._add_stream(frame.shape[0], frame.shape[1])
+        elif (frame.shape[0], frame.shape[1]) != (self._stream.height, self._stream.width):
+            raise ValueError(
+                f"frame {self.num_frames} is {frame.shape[1]}x{frame.shape[0]}, the video is "
+                f"{self._stream.width}x{self._stream.height}"
+            )
+        av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        av_frame.pts = self.num_frames
+        for packet in self._stream.encode(av_frame):
+            self._container.mux(packet)
+        self.num_frames += 1
+
+    def _add_stream(self, height: int, width: int):
+        if self.container_format == "avi":
+            stream = self._container.add_stream("mpeg4", rate=self.frame_rate, options={"qscale": "3"})
+            stream.pix_fmt = "yuv420p"
+        else:
+            options = {"crf": str(self.quality), "preset": "veryfast"}
+            stream = self._container.add_stream("libx264", rate=self.frame_rate, options=options)
+            stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+        stream.width, stream.height = width, height
+        stream.time_base = 1 / self.frame_rate
+        return stream
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None and self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+            if exc_type is None and self.num_frames == 0:
+                raise VidsegError(f"no frames were written to {self.path}; the input produced no frames")
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, traceback)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_folder(folder: str | os.PathLike, overwrite: bool, suffix: str = ".png") -> Path:
+    """Refuse an existing non-empty ``folder`` unless ``overwrite``; with it, refuse a folder that holds anything
+    other than ``suffix`` files, so that a mistyped path never deletes unrelated data."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise VidsegError(f"output folder {folder} is a file; pass a folder name")
+    if folder.is_dir():
+        entries = list(folder.iterdir())
+        if entries and not overwrite:
+            raise VidsegError(
+                f"output folder {folder} already exists and is not empty; pass --overwrite to replace it, or "
+                "choose another folder"
+            )
+        foreign = [p for p in entries if not (p.is_file() and p.suffix.lower() == suffix)]
+        if foreign:
+            raise VidsegError(
+                f"output folder {folder} holds {_describe_entries(foreign)} besides {suffix} files; vidseg only "
+                "replaces folders it could have written: choose another folder or empty this one yourself"
+            )
+    return folder
+
+
+class ImageFolderWriter:
+    """Write images into a folder that appears complete or not at all; use as a context manager.
+
+    Images go to a temporary sibling folder, which replaces ``folder`` when the ``with`` block ends without
+    an exception (an existing folder is replaced only with ``overwrite``, see ``check_output_folder``).
+
+    Args:
+        folder: the folder to create; its parent is created if missing.
+        overwrite: replace an existing folder of PNG files.
+    """
+
+    def __init__(self, folder: str | os.PathLike, overwrite: bool = False):
+        self.folder = check_output_folder(folder, overwrite)
+        self.num_images = 0
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> ImageFolderWriter:
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".tmp", dir=self.folder.parent))
+        self._tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; use the usual mode
+        return self
+
+    def write(self, name: str, image: np.ndarray) -> None:
+        """Save ``image`` (``[H, W]`` or ``[H, W, 3]`` uint8) as ``name.png``."""
+        from PIL import Image
+
+        Image.fromarray(image).save(self._tmp / f"{name}.png", compress_level=1)
+        self.num_images += 1
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        old = None
+        if self.folder.exists():
+            old = self.folder.with_name(f"{self._tmp.name}.old")
+            os.replace(self.folder, old)
+        os.replace(self._tmp, self.folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
