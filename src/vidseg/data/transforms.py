@@ -179,3 +179,11 @@ class ClipTransform:
             frames = frames.flip(-1)
             labels = labels.flip(-1)
         return frames, labels
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` (height x width); ValueError for anything else."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise ValueError(f"size must be HEIGHTxWIDTH with positive integers, e.g. 512x1024; got {text!r}")
+    return int(parts[0]), int(parts[1])
