@@ -148,7 +148,7 @@ class ImageSequence(FrameSource):
         for path in self.files:
             try:
                 with Image.open(path) as image:
-                    frame = np.asarray(image.convert("RGB"))
+                    frame = np.array(image.convert("RGB"))
             except (UnidentifiedImageError, OSError, ValueError) as error:
                 raise VidsegError(
                     f"frame {path} cannot be read ({error}); replace or delete the file and run again"

@@ -1,0 +1,313 @@
+"""Streaming inference over any video: one frame in, one label map out, the recurrent state carried forward.
+
+``Segmenter`` wraps a checkpoint's model for inference on raw frames (uint8 RGB, any size); ``segment_to_files``
+runs it over a ``vidseg.data.video`` source and writes an overlay video and/or a folder of mask PNGs, one frame
+at a time, so memory does not depend on the length of the video.
+
+Working resolution (``size``): frames are resized bilinearly (antialiased when shrinking) to ``size``; the
+logits are resized back to the frame's size bilinearly and the argmax is taken there. Interpolating logits
+rather than label maps gives boundaries that follow the evidence between working-resolution pixels instead of
+a blocky nearest-neighbour staircase, and it gives probabilities at the input size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidseg.errors import VidsegError
+
+AMP_MODES = ("off", "bf16", "fp16")
+MASK_FORMATS = ("trainids", "labelids", "color")
+_AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Frame = np.ndarray | torch.Tensor
+
+
+class Segmenter:
+    """Semantic segmentation of a video, frame by frame, with the model's recurrent state carried over.
+
+    The Segmenter holds the state of the video it is reading: ``stream`` and ``segment_frame`` continue where
+    the previous call stopped (so a video can be fed in pieces); ``reset`` starts a new video.
+
+    Args:
+        checkpoint: path of a vidseg checkpoint, or a checkpoint dict as ``vidseg.checkpoint.load_checkpoint``
+            returns it.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels).
+        size: (height, width) to infer at; None infers at each frame's own size.
+        optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
+            folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | dict[str, Any],
+        device: str | torch.device = "cpu",
+        amp: str = "off",
+        size: tuple[int, int] | None = None,
+        optimize: bool = True,
+    ):
+        from vidseg import models
+        from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
+        from vidseg.data.labels import get_label_set
+
+        self.device = _resolve_device(device)
+        if amp not in AMP_MODES:
+            raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
+        if amp == "fp16" and self.device.type != "cuda":
+            raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
+        self.amp = amp
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise VidsegError(f"working size must be positive (height, width), got {size}")
+        self.size = size
+
+        if isinstance(checkpoint, (str, os.PathLike)):
+            source = str(checkpoint)
+            checkpoint = load_checkpoint(checkpoint)
+        else:
+            source = "<checkpoint dict>"
+        self.model_name = checkpoint["model_name"]
+        self.model = model_from_checkpoint(checkpoint, source).eval().to(self.device)
+        self.num_classes = self.model.num_classes
+        label_set_name = checkpoint.get("label_set") or ("report" if self.num_classes == 20 else "cityscapes")
+        self.label_set = get_label_set(label_set_name)
+        if self.label_set.num_classes != self.num_classes:
+            raise VidsegError(
+                f"checkpoint {source} predicts {self.num_classes} classes but names label set "
+                f"{self.label_set.name!r}, which has {self.label_set.num_classes}; it was not written by vidseg train"
+            )
+        mean, std = _normalization(checkpoint)
+        # (x / 255 - mean) / std as one multiply-subtract per pixel.
+        std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._scale = 1.0 / (255.0 * std_tensor)
+        self._shift = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) / std_tensor
+
+        self.optimized = optimize and hasattr(models, "optimize_for_inference")
+        if self.optimized:
+            self.network = models.optimize_for_inference(self.model, dtype=_AMP_DTYPES[amp])
+        else:
+            self.network = self.model
+        self.reset()
+
+    @property
+    def palette(self) -> np.ndarray:
+        return self.label_set.palette
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames segmented since the last ``reset``."""
+        return self._frames_seen
+
+    def reset(self) -> None:
+        """Forget the current video: the next frame starts from the zero state and may have any size."""
+        self._state = None
+        self._frame_shape: tuple[int, int] | None = None
+        self._frames_seen = 0
+
+    def stream(self, frames: Iterable[Frame], probabilities: bool = False) -> Iterator[Any]:
+        """Segment frames in order, carrying the state; yield one result per frame as soon as it is ready.
+
+        Args:
+            frames: ``[H, W, 3]`` uint8 RGB frames (numpy arrays or tensors), all of one size.
+            probabilities: also yield the class probabilities.
+
+        Yields:
+            the label map, uint8 ``[H, W]`` of class indices, or with ``probabilities`` a pair (label map,
+            float32 ``[num_classes, H, W]`` softmax), as numpy arrays at the frame's size.
+        """
+        for frame in frames:
+            yield self.segment_frame(frame, probabilities)
+
+    @torch.inference_mode()
+    def segment_frame(self, frame: Frame, probabilities: bool = False):
+        """Segment the next frame of the current video; see ``stream`` for arguments and results."""
+        pixels = self._to_device(frame)
+        height, width = pixels.shape[-2:]
+        if self._frame_shape is not None and (height, width) != self._frame_shape:
+            raise VidsegError(
+                f"frame {self._frames_seen} is {width}x{height} (width x height) but this video started at "
+                f"{self._frame_shape[1]}x{self._frame_shape[0]}; all frames of a video must have one size: call "
+                "reset() before starting another video, or resize the frames"
+            )
+        self._frame_shape = (height, width)
+        working = self.size or (height, width)
+        if working != (height, width):
+            shrinking = working[0] < height or working[1] < width
+            pixels = F.interpolate(
+                pixels.contiguous(memory_format=torch.channels_last),
+                size=working,
+                mode="bilinear",
+                align_corners=False,
+                antialias=shrinking,
+            )
+        normalized = pixels.float().mul_(self._scale).sub_(self._shift)
+        with self._autocast():
+            logits, self._state = self.network.step(normalized, self._state)
+        if working != (height, width):
+            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        self._frames_seen += 1
+        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        if probabilities:
+            return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
+        return labels
+
+    def _autocast(self):
+        enabled = not self.optimized and self.amp != "off"
+        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=enabled)
+
+    def _to_device(self, frame: Frame) -> torch.Tensor:
+        """uint8 ``[1, 3, H, W]`` on the device from an ``[H, W, 3]`` uint8 frame."""
+        if isinstance(frame, np.ndarray):
+            if not (frame.flags.writeable and frame.flags.c_contiguous):
+                frame = np.array(frame)  # torch refuses to share read-only memory (e.g. np.asarray of a PIL image)
+            tensor = torch.from_numpy(frame)
+        elif isinstance(frame, torch.Tensor):
+            tensor = frame
+        else:
+            raise VidsegError(
+                f"frame {self._frames_seen} is a {type(frame).__name__}; expected a numpy array or a tensor"
+            )
+        if tensor.dtype != torch.uint8 or tensor.dim() != 3 or tensor.shape[2] != 3:
+            raise VidsegError(
+                f"frame {self._frames_seen} has shape {tuple(tensor.shape)} and dtype {tensor.dtype}; expected "
+                "[height, width, 3] uint8 RGB (convert grey or RGBA images to RGB; scale float frames to 0..255 "
+                "and convert them to uint8)"
+            )
+        return tensor.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise VidsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VidsegError(
+            f"device {device} was requested but this PyTorch sees no CUDA GPU; use --device cpu, or install a "
+            "CUDA build of PyTorch (see the Makefile's TORCH_PIP_ARGS)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise VidsegError(f"device {device} is not supported; use cpu or cuda")
+    return device
+
+
+def _normalization(checkpoint: dict[str, Any]) -> tuple[list[float], list[float]]:
+    normalization = checkpoint.get("normalization")
+    if normalization is None:
+        from vidseg.data.transforms import MEAN, STD
+
+        return list(MEAN), list(STD)
+    mean, std = list(normalization["mean"]), list(normalization["std"])
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise VidsegError(f"checkpoint normalization must hold 3 means and 3 positive stds, got {normalization}")
+    return mean, std
+
+
+# --------------------------------------------------------------------------------------------- to files
+
+
+@dataclass
+class SegmentSummary:
+    """What ``segment_to_files`` did."""
+
+    num_frames: int
+    seconds: float
+    frame_rate: float
+    size: tuple[int, int] | None  # (height, width) of the input frames
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.num_frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def mask_image(labels: np.ndarray, label_set, mask_format: str) -> np.ndarray:
+    """The PNG content for a label map: ``trainids`` (class indices, 255 where no Cityscapes class: ignore
+    and the report's void), ``labelids`` (official Cityscapes ids, void -> 0) or ``color`` (palette RGB)."""
+    from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
+
+    if mask_format == "trainids":
+        if "void" in label_set.class_names:
+            return np.where(labels == label_set.class_names.index("void"), IGNORE_INDEX, labels).astype(np.uint8)
+        return labels
+    if mask_format == "labelids":
+        return train_id_to_label_id(labels)
+    if mask_format == "color":
+        return colorize(labels, label_set)
+    raise ValueError(f"unknown mask format {mask_format!r}; valid formats are: {', '.join(MASK_FORMATS)}")
+
+
+def segment_to_files(
+    source,
+    segmenter: Segmenter,
+    *,
+    out: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    mask_format: str = "trainids",
+    alpha: float = 0.5,
+    side_by_side: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SegmentSummary:
+    """Segment every frame of ``source`` (a ``vidseg.data.video.FrameSource``) and write the results.
+
+    Frames are decoded, segmented and written one at a time. Outputs appear only when the whole video has
+    been processed: on any error, or an interruption, nothing is left at ``out`` or ``masks``.
+
+    Args:
+        out: video file (.mp4, .mov, .mkv, .avi) of the input with the prediction blended in; it keeps the
+            input's frame rate and frame count.
+        masks: folder for one PNG per frame, named after the input frame (image sequences) or its index.
+        mask_format: see ``mask_image``.
+        alpha: opacity of the class colours in the video.
+        side_by_side: the video shows input | overlay, twice as wide.
+        overwrite: replace existing outputs instead of refusing.
+        progress: show a progress bar with frames/s on stderr.
+    """
+    from tqdm import tqdm
+
+    from vidseg import viz
+    from vidseg.data.video import ImageFolderWriter, VideoWriter
+
+    if out is None and masks is None:
+        raise VidsegError("nothing to write: give an output video (--out) and/or a masks folder (--masks)")
+    if mask_format not in MASK_FORMATS:
+        raise VidsegError(f"unknown mask format {mask_format!r}; valid formats are: {', '.join(MASK_FORMATS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise VidsegError(f"--alpha must lie in [0, 1], got {alpha}")
+    source_path = getattr(source, "path", None)
+    if out is not None and source_path is not None and Path(out).resolve() == Path(source_path).resolve():
+        raise VidsegError(f"output {out} is the input video; choose another output name")
+
+    label_set = segmenter.label_set
+    segmenter.reset()
+    start = time.perf_counter()
+    size = None
+    with ExitStack() as stack:
+        video = stack.enter_context(VideoWriter(out, source.frame_rate, overwrite)) if out is not None else None
+        mask_folder = stack.enter_context(ImageFolderWriter(masks, overwrite)) if masks is not None else None
+        bar = stack.enter_context(
+            tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not progress)
+        )
+        for index, frame in enumerate(source):
+            labels = segmenter.segment_frame(frame)
+            size = labels.shape
+            if video is not None:
+                shown = viz.overlay(frame, labels, label_set, alpha)
+                video.write(viz.side_by_side([frame, shown]) if side_by_side else shown)
+            if mask_folder is not None:
+                mask_folder.write(source.frame_name(index), mask_image(labels, label_set, mask_format))
+            bar.update()
+        num_frames = segmenter.frames_seen
+    return SegmentSummary(num_frames, time.perf_counter() - start, float(source.frame_rate), size)
