@@ -57,7 +57,9 @@ def test_flickering_predictions_lower_tc():
     rng = np.random.default_rng(1)
     frames = np.stack([textured_canvas(WIDTH)] * NUM_FRAMES)
     steady = stripes(WIDTH)
-    flicker = np.stack([steady if t % 2 == 0 else rng.integers(0, 4, steady.shape) for t in range(NUM_FRAMES)])
+    flicker = np.stack(
+        [steady if t % 2 == 0 else rng.integers(0, 4, steady.shape) for t in range(NUM_FRAMES)]
+    )
     one_bad_frame = np.stack([steady] * NUM_FRAMES)
     one_bad_frame[2] = rng.integers(0, 4, steady.shape)
     # Random maps share ~1/7 IoU with the bands; one bad frame spoils 2 of the 4 pairs.

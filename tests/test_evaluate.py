@@ -42,7 +42,7 @@ def clip_predictions(model, dataset) -> list[np.ndarray]:
 
 
 def reference(pred: np.ndarray, target: np.ndarray, num_classes: int, ignored=(IGNORE,)) -> dict:
-    """Figures from per-class pixel masks (the cityscapesScripts definitions); no confusion matrix involved."""
+    """Figures from per-class pixel masks (cityscapesScripts definitions); no confusion matrix involved."""
     pred, target = pred.reshape(-1), target.reshape(-1)
     valid = ~np.isin(target, ignored)
     iou, acc = [], []
@@ -65,16 +65,20 @@ def assert_figures(found: dict, expected: dict, names) -> None:
     for key in ("miou", "macc", "aacc"):
         assert found[key] == pytest.approx(expected[key], abs=1e-12)
     for name, value in zip(names, expected["iou"]):
-        assert (found["iou"][name] is None) if math.isnan(value) else found["iou"][name] == pytest.approx(value)
+        assert (
+            (found["iou"][name] is None) if math.isnan(value) else found["iou"][name] == pytest.approx(value)
+        )
 
 
 @pytest.fixture(scope="module")
 def dense_dataset(dense_tree):
-    return CityscapesSequences(dense_tree.root, "val", num_frames=4, gt_position="last")
+    """6 windows of 4 frames, each with all three corruption codes (frame % 3)."""
+    windows = CityscapesSequences(dense_tree.root, "val", num_frames=4, gt_position="last")
+    return torch.utils.data.Subset(windows, range(0, len(windows), 3))
 
 
 def test_figures_equal_an_independent_computation(dense_dataset):
-    model = tiny_model("resnet-crnn-small-shallow", 19)
+    model = tiny_model("vanilla-crnn-small-shallow", 19)
     results = evaluate_model(model, dense_dataset, tc=False, progress=False)
     json.dumps(results, allow_nan=False)
     preds = clip_predictions(model, dense_dataset)
@@ -96,7 +100,9 @@ def test_figures_equal_an_independent_computation(dense_dataset):
     assert_figures(corruption["clean"], reference(preds[codes == 0], labels[codes == 0], 19), NAMES_19)
     assert_figures(corruption["corrupted"], reference(preds[codes > 0], labels[codes > 0], 19), NAMES_19)
     assert set(corruption["types"]) == {"noise", "dark"}
-    assert_figures(corruption["types"]["dark"], reference(preds[codes == 2], labels[codes == 2], 19), NAMES_19)
+    assert_figures(
+        corruption["types"]["dark"], reference(preds[codes == 2], labels[codes == 2], 19), NAMES_19
+    )
     markdown = results_markdown(results)
     assert "| corruption: dark |" in markdown and "| sky |" in markdown
 
@@ -112,7 +118,9 @@ def test_protocols_for_a_void_predicting_model():
     # Void ground truth is ignored; void predictions remain in each true class's union as misses.
     expected = reference(pred, target, 19, ignored=(19, IGNORE))
     found = matrix.compute()
-    assert found["miou"] == pytest.approx(expected["miou"]) and found["aacc"] == pytest.approx(expected["aacc"])
+    assert found["miou"] == pytest.approx(expected["miou"]) and found["aacc"] == pytest.approx(
+        expected["aacc"]
+    )
     assert found["pixels"] == expected["pixels"]
 
     spec = resolve_protocol("report", "report", 20)
@@ -129,7 +137,8 @@ def test_protocols_for_a_void_predicting_model():
 
 
 def test_report_protocol_end_to_end_counts_void(dense_tree):
-    dataset = CityscapesSequences(dense_tree.root, "val", num_frames=2, gt_position="last", label_set="report")
+    windows = CityscapesSequences(dense_tree.root, "val", 2, gt_position="last", label_set="report")
+    dataset = torch.utils.data.Subset(windows, range(0, len(windows), 5))
     model = tiny_model("vanilla-none-small-shallow", 20)
     results = evaluate_model(model, dataset, protocol="report", tc=False, progress=False)
     preds = np.stack(clip_predictions(model, dataset))
@@ -140,11 +149,12 @@ def test_report_protocol_end_to_end_counts_void(dense_tree):
 
 
 def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
-    dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=3, gt_position="last")
+    windows = CityscapesSequences(cityscapes_tree.root, "val", num_frames=3, gt_position="last")
+    dataset = torch.utils.data.Subset(windows, range(3))
     model = tiny_model("vanilla-cgru-small-shallow", 19)
     results = evaluate_model(model, dataset, per_position="auto", tc=False, progress=False)
     position = results["per_position"]
-    assert position["mode"] == "context" and len(position["miou"]) == 3 and position["frames"] == [6, 6, 6]
+    assert position["mode"] == "context" and len(position["miou"]) == 3 and position["frames"] == [3, 3, 3]
     with torch.no_grad():
         for seen in (1, 2, 3):
             preds, labels = [], []
@@ -159,7 +169,11 @@ def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
     assert len(set(position["miou"])) > 1, "a recurrent model should depend on how much it has seen"
 
     per_frame = evaluate_model(
-        tiny_model("vanilla-none-small-shallow", 19), dataset, per_position="context", tc=False, progress=False
+        tiny_model("vanilla-none-small-shallow", 19),
+        dataset,
+        per_position="context",
+        tc=False,
+        progress=False,
     )
     assert per_frame["per_position"]["miou"] == [per_frame["miou"]] * 3
 
@@ -209,7 +223,18 @@ class StaticWindows(torch.utils.data.Dataset):
 def test_tc_is_one_on_a_static_scene_and_keys_are_documented():
     results = evaluate_model(tiny_model("vanilla-none-small-shallow", 19), StaticWindows(), progress=False)
     assert results["tc"] == 1.0 and results["tc_pairs"] == 2 * 2
-    for key in ("miou", "macc", "aacc", "iou", "acc", "headline", "per_position", "mvc_8", "mvc_16", "classes"):
+    for key in (
+        "miou",
+        "macc",
+        "aacc",
+        "iou",
+        "acc",
+        "headline",
+        "per_position",
+        "mvc_8",
+        "mvc_16",
+        "classes",
+    ):
         assert key in results
     assert math.isfinite(results["miou"]) and math.isfinite(results["aacc"])
     assert len(results["per_position"]["miou"]) == 3
@@ -236,11 +261,18 @@ def test_mvc_over_fully_labelled_windows():
 
 
 def test_save_predictions_writes_official_label_id_pngs(cityscapes_tree, tmp_path):
-    dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=2, gt_position="last", label_set="report")
+    dataset = CityscapesSequences(
+        cityscapes_tree.root, "val", num_frames=2, gt_position="last", label_set="report"
+    )
     model = tiny_model("vanilla-none-small-shallow", 20)
     make_class_win_half_the_pixels(model, dataset[0]["frames"], 19)  # so that void -> labelId 0 shows
     evaluate_model(
-        model, dataset, tc=False, progress=False, save_predictions=tmp_path / "preds", prediction_size=(64, 128)
+        model,
+        dataset,
+        tc=False,
+        progress=False,
+        save_predictions=tmp_path / "preds",
+        prediction_size=(64, 128),
     )
     label_id_of = {label.train_id: label.id for label in LABELS if label.train_id != 255}
     written = sorted(p.name for p in (tmp_path / "preds").iterdir())
@@ -267,7 +299,7 @@ def _rank_main(rank: int, world: int, port: int, root: str, weights: str, out: s
         model = build_model("vanilla-cgru-small-shallow", num_classes=19)
         model.load_state_dict(torch.load(weights))
         dataset = CityscapesSequences(root, "val", num_frames=3, gt_position="last")
-        subset = torch.utils.data.Subset(dataset, range(5))  # odd: ranks get 3 and 2 windows
+        subset = torch.utils.data.Subset(dataset, range(3))  # odd: ranks get 2 and 1 windows
         results = evaluate_model(model, subset, per_position="context", progress=False)
         with open(f"{out}/rank{rank}.json", "w") as f:
             json.dump(results, f)
@@ -285,14 +317,18 @@ def test_two_ranks_return_identical_figures_equal_to_one_process(cityscapes_tree
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(
-        _rank_main, args=(2, port, str(cityscapes_tree.root), str(tmp_path / "weights.pt"), str(tmp_path)), nprocs=2
+        _rank_main,
+        args=(2, port, str(cityscapes_tree.root), str(tmp_path / "weights.pt"), str(tmp_path)),
+        nprocs=2,
     )
     first = json.loads((tmp_path / "rank0.json").read_text())
     second = json.loads((tmp_path / "rank1.json").read_text())
     dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=3, gt_position="last")
-    single = evaluate_model(model, torch.utils.data.Subset(dataset, range(5)), per_position="context", progress=False)
+    single = evaluate_model(
+        model, torch.utils.data.Subset(dataset, range(3)), per_position="context", progress=False
+    )
     assert first == second
-    assert first["windows"] == 5 and first["per_position"]["frames"] == [5, 5, 5]
+    assert first["windows"] == 3 and first["per_position"]["frames"] == [3, 3, 3]
     for key in ("miou", "macc", "aacc", "pixels", "tc_pairs", "tc"):
         assert first[key] == pytest.approx(single[key]), key
     assert first["per_position"]["miou"] == pytest.approx(single["per_position"]["miou"])
@@ -302,7 +338,9 @@ def test_two_ranks_return_identical_figures_equal_to_one_process(cityscapes_tree
     )
 
 
-def write_checkpoint(path, tree_root, model_name="vanilla-crnn-small-shallow", num_classes=19, label_set=None):
+def write_checkpoint(
+    path, tree_root, model_name="vanilla-crnn-small-shallow", num_classes=19, label_set=None
+):
     model = tiny_model(model_name, num_classes)
     save_checkpoint(
         path,
@@ -322,19 +360,41 @@ def test_evaluate_command_end_to_end(cityscapes_tree, tmp_path, capsys):
     checkpoint = tmp_path / "run" / "best.pt"
     write_checkpoint(checkpoint, cityscapes_tree.root)
     preds_dir = tmp_path / "preds"
-    code = main(["evaluate", "--checkpoint", str(checkpoint), "--save-predictions", str(preds_dir)])
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--save-predictions",
+            str(preds_dir),
+            "--max-samples",
+            "3",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "run" / "best-val-standard.json").read_text())
-    assert results["windows"] == 6 and results["frames_per_window"] == 3
-    assert results["run"]["data"] == str(cityscapes_tree.root) and results["per_position"]["mode"] == "context"
+    assert results["windows"] == 3 and results["frames_per_window"] == 3
+    assert (
+        results["run"]["data"] == str(cityscapes_tree.root) and results["per_position"]["mode"] == "context"
+    )
     assert results["tc"] is not None and math.isfinite(results["miou"])
     table = (tmp_path / "run" / "best-val-standard.md").read_text()
     assert table in capsys.readouterr().out
-    assert len(list(preds_dir.glob("*_pred.png"))) == 6
+    assert len(list(preds_dir.glob("*_pred.png"))) == 3
 
     out = tmp_path / "report.json"
-    code = main(["evaluate", "--checkpoint", str(checkpoint), "--protocol", "report", "--no-tc",
-                 "--num-frames", "2", "--gt-position", "1", "--out", str(out)])  # fmt: skip
+    options = [
+        "--protocol",
+        "report",
+        "--no-tc",
+        "--max-samples",
+        "2",
+        "--num-frames",
+        "2",
+        "--gt-position",
+        "1",
+    ]
+    code = main(["evaluate", "--checkpoint", str(checkpoint), *options, "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["protocol"] == "report" and len(report["classes"]) == 20 and report["tc"] is None

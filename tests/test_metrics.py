@@ -14,7 +14,7 @@ IGNORE = 255
 
 
 def reference_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
-    """Figures straight from pixel masks, the way cityscapesScripts defines them, without a confusion matrix."""
+    """Figures straight from pixel masks, as cityscapesScripts defines them, without a confusion matrix."""
     valid = target != IGNORE
     iou, acc = [], []
     for c in range(num_classes):

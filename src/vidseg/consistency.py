@@ -1,9 +1,9 @@
 """Temporal consistency of predicted label maps: flow-based TC and video consistency mVC_n.
 
-Flow-based TC (as in Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV 2020,
-and the VSPW toolkit): the prediction of frame t+1 is warped to frame t along the optical flow between the
-two input frames and compared with the prediction of frame t by mean IoU. Flow is OpenCV's DIS (Kroeger et al.,
-"Fast Optical Flow using Dense Inverse Search", ECCV 2016). Pixels that leave the image or fail the
+Flow-based TC (as in Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference", ECCV
+2020, and the VSPW toolkit): the prediction of frame t+1 is warped to frame t along the optical flow between
+the two input frames and compared with the prediction of frame t by mean IoU. Flow is OpenCV's DIS (Kroeger
+et al., "Fast Optical Flow using Dense Inverse Search", ECCV 2016). Pixels that leave the image or fail the
 forward-backward check of Sundaram, Brox and Keutzer ("Dense Point Trajectories by GPU-Accelerated Large
 Displacement Optical Flow", ECCV 2010) are occluded and not compared.
 

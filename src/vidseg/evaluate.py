@@ -121,7 +121,8 @@ def evaluate_model(
             ``context``: the annotated frame is segmented again after seeing only its last 1, 2, ... frames
             (shows what the temporal units add on data annotated at one frame); ``auto``: ``context`` when
             windows carry a single labelled frame, else ``labelled``.
-        save_predictions: a folder for ``<city>_<seq>_<frame>_pred.png`` labelId images of the annotated frames.
+        save_predictions: a folder for ``<city>_<seq>_<frame>_pred.png`` labelId images of the annotated
+            frames.
         prediction_size: ``(height, width)`` the saved PNGs are resized to (nearest), e.g. the 1024 x 2048 of
             the official ground truth; None keeps the evaluated size.
         label_set: the dataset's label set; defaults to ``dataset.label_set``, else the one with as many
@@ -137,11 +138,15 @@ def evaluate_model(
     net = model.module if hasattr(model, "module") else model
     num_classes = int(num_classes if num_classes is not None else net.num_classes)
     if label_set is None:
-        label_set = getattr(dataset, "label_set", None) or getattr(getattr(dataset, "dataset", None), "label_set", None)
+        label_set = getattr(dataset, "label_set", None) or getattr(
+            getattr(dataset, "dataset", None), "label_set", None
+        )
         label_set = label_set or ("report" if num_classes == 20 else "cityscapes")
     spec = resolve_protocol(protocol, label_set, num_classes)
     if per_position not in PER_POSITION_MODES:
-        raise VidsegError(f"unknown per_position {per_position!r}; valid values: {', '.join(PER_POSITION_MODES)}")
+        raise VidsegError(
+            f"unknown per_position {per_position!r}; valid values: {', '.join(PER_POSITION_MODES)}"
+        )
     if amp not in AMP_MODES:
         raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
     device = torch.device(device)
@@ -204,15 +209,13 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 def _corruption_names(dataset) -> tuple[str, ...]:
-    """Names of the corruption codes: those stored with the data (``synthcity.json``), else the generator's."""
+    """Names of the corruption codes: those stored with the data (``synthcity.json``), else today's."""
     base = getattr(dataset, "dataset", dataset)  # a Subset of the dataset
     meta = getattr(base, "meta", None)
     if isinstance(meta, dict) and isinstance(meta.get("corruptions"), list):
         return tuple(str(name) for name in meta["corruptions"])
-    try:
-        from vidseg.data.synthcity import CORRUPTIONS
-    except ImportError:
-        return ("clean",)
+    from vidseg.data.synthcity import CORRUPTIONS
+
     return tuple(CORRUPTIONS)
 
 
@@ -233,10 +236,10 @@ def _predict_clip(net, frames: torch.Tensor) -> torch.Tensor:
 
 
 def _predict_with_context(net, clip: torch.Tensor, gt_index: int) -> torch.Tensor:
-    """Predictions of frame ``gt_index`` after seeing 1, 2, ..., gt_index + 1 frames: ``[gt_index + 1, H, W]``.
+    """Frame ``gt_index`` predicted after seeing 1, 2, ..., gt_index + 1 frames: ``[gt_index + 1, H, W]``.
 
-    Run j starts (from the zero state) at frame j; all runs advance together as one growing batch, so this costs
-    as many frame steps as the runs separately but with fewer, larger calls.
+    Run j starts (from the zero state) at frame j; all runs advance together as one growing batch, so this
+    costs as many frame steps as the runs separately but with fewer, larger calls.
     """
     state = None
     for t in range(gt_index + 1):
@@ -265,7 +268,10 @@ def _save_predictions(save_dir: Path, names, preds: torch.Tensor, gt_index: torc
     for name, clip_preds, index in zip(names, preds, gt_index.tolist()):
         pred = clip_preds[index]
         if size is not None and tuple(pred.shape) != tuple(size):
-            pred = torch.nn.functional.interpolate(pred[None, None].float(), size=tuple(size), mode="nearest")[0, 0]
+            pred = torch.nn.functional.interpolate(
+                pred[None, None].float(), size=tuple(size), mode="nearest-exact"
+            )
+            pred = pred[0, 0]
         label_ids = train_id_to_label_id(pred.to(torch.int64).cpu().numpy())
         with atomic_path(save_dir / f"{name}_pred.png") as tmp:
             Image.fromarray(label_ids).save(tmp, format="PNG")
@@ -303,8 +309,8 @@ class _Meters:
         if bool((corruption < 0).any()):
             clip = int((corruption < 0).any(dim=1).nonzero()[0])
             raise VidsegError(
-                f"window {names[clip]}: negative corruption index in {corruption[clip].tolist()}; corruption codes "
-                "index vidseg.data.synthcity.CORRUPTIONS (0 = clean): regenerate the data"
+                f"window {names[clip]}: negative corruption index in {corruption[clip].tolist()}; corruption "
+                "codes index vidseg.data.synthcity.CORRUPTIONS (0 = clean): regenerate the data"
             )
         self._grow_corruption(int(corruption.max()) + 1)
         rows = torch.arange(batch_size, device=preds.device)
@@ -340,7 +346,9 @@ class _Meters:
             else:  # a per-frame model gives the same answer whatever it saw before
                 seen = preds[clip, index].expand(index + 1, *preds.shape[2:])
             for frames_seen_minus_one in range(index + 1):
-                self.by_context[frames_seen_minus_one].update(seen[frames_seen_minus_one], targets[clip, index])
+                self.by_context[frames_seen_minus_one].update(
+                    seen[frames_seen_minus_one], targets[clip, index]
+                )
                 self.counts[3 + self.num_frames + frames_seen_minus_one] += 1
 
     def _matrix(self) -> ConfusionMatrix:
@@ -353,7 +361,13 @@ class _Meters:
 
     def all_reduce(self) -> None:
         self._grow_corruption(int(all_reduce_max(torch.tensor([max(len(self.by_corruption), 1)]))[0]))
-        for matrix in [self.annotated, self.all_frames, *self.by_position, *self.by_context, *self.by_corruption]:
+        for matrix in [
+            self.annotated,
+            self.all_frames,
+            *self.by_position,
+            *self.by_context,
+            *self.by_corruption,
+        ]:
             matrix.all_reduce()
         self.counts = all_reduce_sum(self.counts)
         self.vc.all_reduce()
@@ -379,7 +393,9 @@ class _Meters:
         counts = self.counts.tolist()
         annotated_frames, labelled_frames, windows = counts[:3]
         if windows != num_windows:
-            raise RuntimeError(f"evaluated {windows} windows of {num_windows}: ranks lost or repeated windows")
+            raise RuntimeError(
+                f"evaluated {windows} windows of {num_windows}: ranks lost or repeated windows"
+            )
         annotated = self._figures(self.annotated)
         results: dict[str, Any] = {
             "protocol": self.spec.name,
@@ -403,7 +419,9 @@ class _Meters:
                     for index, matrix in enumerate(self.by_corruption)
                     if index > 0 and matrix.total > 0
                 }
-                corrupted = ConfusionMatrix(self.spec.num_classes, num_pred_classes=self.spec.num_pred_classes)
+                corrupted = ConfusionMatrix(
+                    self.spec.num_classes, num_pred_classes=self.spec.num_pred_classes
+                )
                 for matrix in self.by_corruption[1:]:
                     corrupted.merge(matrix)
                 results["corruption"] = {
@@ -476,7 +494,8 @@ def results_markdown(results: dict[str, Any], title: str | None = None) -> str:
     if groups:
         lines += ["| frames | pixels | mIoU | mean class acc. | aAcc |", "|---|---:|---:|---:|---:|"]
         lines += [
-            f"| {name} | {g['pixels']} | {_percent(g['miou'])} | {_percent(g['macc'])} | {_percent(g['aacc'])} |"
+            f"| {name} | {g['pixels']} | {_percent(g['miou'])} | {_percent(g['macc'])} "
+            f"| {_percent(g['aacc'])} |"
             for name, g in groups
         ]
         lines.append("")

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix: mIoU, mean class accuracy, pixel accuracy, per-class figures.
+"""Segmentation metrics from one confusion matrix: mIoU, mean class accuracy, pixel accuracy, per class.
 
 Conventions follow the official cityscapesScripts evaluation: a class that appears in neither the ground truth
 nor the prediction has no IoU and is left out of the mean; a prediction of a class outside the evaluated set
@@ -47,7 +47,9 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Count the pixels of ``pred`` against ``target`` (integer tensors of the same shape)."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
+            )
         pred = pred.reshape(-1).to(device=self.matrix.device, dtype=torch.int64)
         target = target.reshape(-1).to(device=self.matrix.device, dtype=torch.int64)
         keep = target != self.ignore_index
@@ -70,7 +72,9 @@ class ConfusionMatrix:
     def merge(self, other: ConfusionMatrix) -> None:
         """Add the counts of another matrix of the same shape."""
         if other.matrix.shape != self.matrix.shape:
-            raise ValueError(f"cannot merge shapes {tuple(other.matrix.shape)} and {tuple(self.matrix.shape)}")
+            raise ValueError(
+                f"cannot merge shapes {tuple(other.matrix.shape)} and {tuple(self.matrix.shape)}"
+            )
         self.matrix += other.matrix.to(self.matrix.device)
 
     def reset(self) -> None:
@@ -116,7 +120,7 @@ class ConfusionMatrix:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes when torch.distributed is initialised; return it unchanged otherwise."""
+    """Sum ``tensor`` over all processes when torch.distributed is initialised (else return it unchanged)."""
     return _all_reduce(tensor, "sum")
 
 

@@ -16,16 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .pt file written by `vidseg train`")
     parser.add_argument("--data", help="dataset root (default: data.root of the checkpoint's config)")
     parser.add_argument("--split", help="split folder (default: data.val_split of the config, else val)")
-    parser.add_argument("--num-frames", type=int, help="frames per window (default: eval.num_frames, else 12)")
     parser.add_argument(
-        "--gt-position", help="annotated frame position in the window: last or an index (default: eval.gt_position)"
+        "--num-frames", type=int, help="frames per window (default: eval.num_frames, else 12)"
     )
-    parser.add_argument("--size", help="evaluation size HxW, e.g. 512x1024 (default: data.size of the config)")
+    parser.add_argument(
+        "--gt-position",
+        help="annotated frame position in the window: last or an index (default: eval.gt_position)",
+    )
+    parser.add_argument(
+        "--size", help="evaluation size HxW, e.g. 512x1024 (default: data.size of the config)"
+    )
     parser.add_argument(
         "--protocol",
         choices=["standard", "report"],
         default="standard",
-        help="standard: 19 classes, void ignored (default); report: the report's 20 labels, mAcc = pixel accuracy",
+        help="standard: 19 classes, void ignored (default); report: the report's 20 labels, "
+        "mAcc = pixel accuracy",
     )
     parser.add_argument(
         "--per-position",
@@ -34,17 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="labelled: mIoU of the labelled frames at each window position; context: the annotated frame "
         "segmented after 1, 2, ... frames; auto (default): context when windows carry one labelled frame",
     )
-    parser.add_argument("--save-predictions", metavar="DIR", help="write <city>_<seq>_<frame>_pred.png labelIds")
+    parser.add_argument(
+        "--save-predictions", metavar="DIR", help="write <city>_<seq>_<frame>_pred.png labelIds"
+    )
     parser.add_argument(
         "--prediction-size",
         default="original",
         help="size of the saved PNGs: original (that of the label files, as the official script needs), "
         "evaluated, or HxW",
     )
-    parser.add_argument("--out", help="results JSON (default: <checkpoint>-<split>-<protocol>.json beside it)")
+    parser.add_argument(
+        "--out", help="results JSON (default: <checkpoint>-<split>-<protocol>.json beside it)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast (fp16: CUDA only)")
-    parser.add_argument("--no-tc", action="store_true", help="skip flow-based temporal consistency (the slow part)")
+    parser.add_argument(
+        "--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast (fp16: CUDA only)"
+    )
+    parser.add_argument(
+        "--no-tc", action="store_true", help="skip flow-based temporal consistency (the slow part)"
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--max-samples", type=int, help="evaluate the first N windows only")
@@ -147,8 +161,8 @@ def _check_label_set(checkpoint: dict, path: Path) -> None:
     if label_set.num_classes != int(checkpoint["num_classes"]):
         raise VidsegError(
             f"checkpoint {path} has a {checkpoint['num_classes']}-class model but names label set {name!r}, "
-            f"which has {label_set.num_classes} classes; the checkpoint is inconsistent: re-export it with the "
-            "label set it was trained on"
+            f"which has {label_set.num_classes} classes; the checkpoint is inconsistent: re-export it "
+            "with the label set it was trained on"
         )
 
 
@@ -164,8 +178,8 @@ def _check_normalization(checkpoint: dict, path: Path) -> None:
         found = [float(v) for v in stored.get(key, [])]
         if len(found) != 3 or any(abs(a - b) > 1e-6 for a, b in zip(found, expected[key])):
             raise VidsegError(
-                f"checkpoint {path} was trained on frames normalised with {key} {found}, but the data pipeline "
-                f"uses {expected[key]}; evaluate it with the vidseg version that trained it"
+                f"checkpoint {path} was trained on frames normalised with {key} {found}, but the data "
+                f"pipeline uses {expected[key]}; evaluate it with the vidseg version that trained it"
             )
 
 
@@ -211,7 +225,9 @@ def _start_processes(device_arg: str):
     try:
         device = torch.device(device_arg)
     except RuntimeError as error:
-        raise VidsegError(f"--device {device_arg!r} is not a device: {error}; use auto, cpu or cuda") from None
+        raise VidsegError(
+            f"--device {device_arg!r} is not a device: {error}; use auto, cpu or cuda"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VidsegError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     return 0, 1, device
@@ -248,6 +264,8 @@ def _prediction_size(choice: str, dataset) -> tuple[int, int] | None:
         return _parse_size(choice, "--prediction-size")
     name = dataset.names[0]
     city = name.rsplit("_", 2)[0]
-    with Image.open(Path(dataset.root) / LABEL_FOLDER / dataset.split / city / (name + LABEL_SUFFIX)) as label:
+    with Image.open(
+        Path(dataset.root) / LABEL_FOLDER / dataset.split / city / (name + LABEL_SUFFIX)
+    ) as label:
         width, height = label.size
     return height, width
