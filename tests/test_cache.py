@@ -100,6 +100,10 @@ def test_preparing_again_keeps_finished_files_and_repairs_broken_ones(tmp_path):
     prepare_cache(tree.root, tmp_path / "c", SIZE, num_frames=2, workers=2)
     assert finished.stat().st_mtime_ns == stamp
     assert broken.read_bytes() == intact
+    # Another source into the same folder rewrites everything, even files of the same name and shape.
+    other = make_cityscapes_tree(tmp_path / "other", cities=("ulm", "bonn"), splits=("train",), decoys=False)
+    prepare_cache(other.root, tmp_path / "c", SIZE, num_frames=2)
+    assert finished.stat().st_mtime_ns != stamp
 
 
 def test_dense_cache_keeps_corruption_codes_and_every_label(dense_tree, tmp_path):

@@ -1,4 +1,5 @@
 import logging
+import pickle
 
 import numpy as np
 import pytest
@@ -248,6 +249,12 @@ def test_dense_sequences_label_every_frame_and_carry_corruption(dense_tree):
     assert sorted({split_name(n)[2] for n in fixed.names}) == [0, 1], "anchors whose window cannot fit are dropped"
     with pytest.raises(ValueError, match="longest has 6 frames"):
         CityscapesSequences(dense_tree.root, "train", num_frames=7)
+
+
+def test_dataset_survives_pickling_for_spawned_workers(cityscapes_tree):
+    dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=2, transform=ClipTransform((16, 32)))
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert torch.equal(copy[3]["frames"], dataset[3]["frames"]) and copy.names == dataset.names
 
 
 def test_default_collate_batches_samples(cityscapes_tree):

@@ -4,6 +4,7 @@ Decoding a 1024x2048 PNG costs tens of milliseconds; a window of 5 frames from t
 read of a few megabytes. Layout of a cache folder::
 
     manifest.json                          format, size, source root, and per split the cached entries
+    prepare.json                           source and size of the files (lets an interrupted run resume)
     synthcity.json                         copied from a SynthCity root (corruption codes per frame)
     {split}/{city}/{key}.frames.npy        uint8 [K, H, W, 3]: the entry's frames, resized bilinearly
     {split}/{city}/{key}.labels.npy        uint8 [L, H, W]: raw labelIds of its labelled frames, nearest
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = "vidseg-frame-cache"
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
+PREPARING = "prepare.json"
 
 
 def snippet_offsets(num_frames: int | None, max_stride: int = 1) -> list[int]:
@@ -83,6 +85,7 @@ class _Task:
     frames: tuple[int, ...]
     labelled: tuple[int, ...]
     size: tuple[int, int]
+    reuse: bool
 
 
 def _entry_paths(out: Path, split: str, city: str, key: str) -> tuple[Path, Path]:
@@ -107,7 +110,7 @@ def _write_entry(task: _Task) -> dict:
     frames_file, labels_file = _entry_paths(task.out, task.split, task.city, task.key)
     record = {"key": task.key, "city": task.city, "seq": task.seq, "frames": present, "missing": missing,
               "labelled": list(task.labelled)}
-    if _is_complete(frames_file, (len(present), height, width, 3)) and _is_complete(
+    if task.reuse and _is_complete(frames_file, (len(present), height, width, 3)) and _is_complete(
         labels_file, (len(task.labelled), height, width)
     ):
         return record
@@ -163,7 +166,8 @@ def prepare_cache(
         out: cache folder (created; an existing cache of the same source and size is updated).
         size: (height, width) of the cached frames, the working resolution of training/evaluation.
         splits: splits to cache; default: ``train`` and ``val``, those that exist.
-        num_frames: longest window the cache must serve; None caches whole snippets (30 frames).
+        num_frames: longest window the cache must serve; None caches whole snippets (30 frames). SynthCity
+            sequences are always cached whole.
         max_stride: largest frame stride the cache must serve (every stride 1..max_stride is covered).
         workers: processes decoding PNGs in parallel.
         progress: show a progress bar.
@@ -186,6 +190,11 @@ def prepare_cache(
             found = ", ".join(_list_dirs(root / LABEL_FOLDER)) or "none"
             raise VidsegError(f"{root / LABEL_FOLDER} has no train or val split (splits present: {found})")
     offsets = None if dense else snippet_offsets(num_frames, max_stride)
+    # Files of an earlier (possibly interrupted) run are reused only when it cached the same source at the same
+    # size; the marker is written before any file.
+    identity = {"source": str(root), "size": list(size), "dense": dense}
+    reuse = _read_json(out / PREPARING) == identity
+    atomic_write_text(out / PREPARING, json.dumps(identity))
 
     tasks: list[_Task] = []
     folders: dict[str, str] = {}
@@ -196,12 +205,12 @@ def prepare_cache(
             if dense:
                 span = tuple(range(frames[0], frames[-1] + 1))
                 tasks.append(_Task(root, out, folders[split], split, city, seq, f"{city}_{seq:06d}", span,
-                                   tuple(frames), size))
+                                   tuple(frames), size, reuse))
                 continue
             for frame in frames:
                 span = tuple(frame + offset for offset in offsets)
                 tasks.append(_Task(root, out, folders[split], split, city, seq, frame_name(city, seq, frame),
-                                   span, (frame,), size))
+                                   span, (frame,), size, reuse))
 
     records = _run(tasks, workers, progress)
     manifest = _load_manifest_for_update(out, root, size, dense)
@@ -265,13 +274,19 @@ def _run(tasks: list[_Task], workers: int, progress: bool) -> list[dict]:
     return results
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _load_manifest_for_update(out: Path, root: Path, size: tuple[int, int], dense: bool) -> dict:
     """The existing manifest when it describes the same source and size (its other splits are kept)."""
     fresh = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "source": str(root), "size": list(size),
              "dense": dense, "splits": {}}
-    try:
-        old = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+    old = _read_json(out / MANIFEST)
+    if not isinstance(old, dict):
         return fresh
     same = {k: old.get(k) for k in fresh if k != "splits"} == {k: v for k, v in fresh.items() if k != "splits"}
     if same and isinstance(old.get("splits"), dict):
