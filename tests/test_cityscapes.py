@@ -1,3 +1,4 @@
+import json
 import logging
 import pickle
 
@@ -264,3 +265,13 @@ def test_default_collate_batches_samples(cityscapes_tree):
     assert batch["labelled"].dtype == torch.bool and batch["corruption"].shape == (4, 3)
     assert batch["gt_index"].tolist() == [2] * 4 and len(batch["name"]) == 4
 
+
+
+def test_dense_metadata_must_cover_every_frame(tmp_path):
+    tree = make_cityscapes_tree(tmp_path, cities=("ulm",), splits=("train",), dense_frames=4)
+    meta_path = tree.root / "synthcity.json"
+    meta = json.loads(meta_path.read_text())
+    meta["sequences"]["train"]["ulm_000000"]["corruption"] = [0, 0]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(VidsegError, match=r"lists 2 corruption codes for train/ulm_000000.*frame 3"):
+        CityscapesSequences(tree.root, "train", num_frames=2)

@@ -38,6 +38,7 @@ from vidseg.data.cityscapes import (
     _list_dirs,
     _read_synthcity_meta,
     _Sequence,
+    corruption_codes,
     feasible_positions,
     find_label_files,
     frame_name,
@@ -348,13 +349,11 @@ class FrameCache:
         """The split's sequences (snippets or whole sequences), and per cache key the frames it holds and the
         frames that were missing from the source."""
         sequences, available, missing = [], {}, {}
-        split_meta = (self.synthcity_meta or {}).get("sequences", {}).get(split, {})
         for entry in self.split_info(split)["entries"]:
             key, labelled = entry["key"], entry["labelled"]
             if self.dense:
-                codes = split_meta.get(f"{entry['city']}_{entry['seq']:06d}", {}).get("corruption")
                 first, last = labelled[0], labelled[-1]
-                corruption = tuple(codes) if codes else None
+                corruption = corruption_codes(self.synthcity_meta, split, entry["city"], entry["seq"], last)
             else:
                 first, last = labelled[0] - SNIPPET_BEFORE, labelled[0] + SNIPPET_AFTER
                 corruption = None

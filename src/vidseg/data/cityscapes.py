@@ -249,6 +249,21 @@ def _read_synthcity_meta(path: Path) -> dict:
     return meta
 
 
+def corruption_codes(meta: dict | None, split: str, city: str, seq: int, last_frame: int) -> tuple[int, ...] | None:
+    """Corruption code of every frame 0..last_frame of a SynthCity sequence, from its ``synthcity.json``."""
+    if meta is None:
+        return None
+    codes = meta["sequences"].get(split, {}).get(f"{city}_{seq:06d}", {}).get("corruption")
+    if codes is None:
+        return None
+    if len(codes) <= last_frame:
+        raise VidsegError(
+            f"{SYNTHCITY_META} lists {len(codes)} corruption codes for {split}/{city}_{seq:06d}, but the sequence "
+            f"has a label file for frame {last_frame}; regenerate the dataset with `vidseg synth`"
+        )
+    return tuple(int(code) for code in codes)
+
+
 class CityscapesSequences(torch.utils.data.Dataset):
     """Windows of consecutive video frames around annotated frames, in the official Cityscapes layout.
 
@@ -353,14 +368,13 @@ class CityscapesSequences(torch.utils.data.Dataset):
                 for (city, seq), frames in labelled.items()
                 for frame in frames
             ]
-        sequences = []
-        split_meta = self.meta["sequences"].get(self.split, {})
-        for (city, seq), frames in labelled.items():
-            codes = split_meta.get(f"{city}_{seq:06d}", {}).get("corruption")
-            sequences.append(
-                _Sequence(city, seq, frames[0], frames[-1], frozenset(frames), tuple(codes) if codes else None)
+        return [
+            _Sequence(
+                city, seq, frames[0], frames[-1], frozenset(frames),
+                corruption_codes(self.meta, self.split, city, seq, frames[-1]),
             )
-        return sequences
+            for (city, seq), frames in labelled.items()
+        ]
 
     def _anchors(self, sequences: list[_Sequence]) -> list[_Anchor]:
         if not self.dense:
