@@ -153,7 +153,9 @@ def _check_label_set(checkpoint: dict, path: Path) -> None:
     from vidseg.data.labels import get_label_set
     from vidseg.errors import VidsegError
 
-    name = checkpoint.get("label_set", "report" if int(checkpoint["num_classes"]) == 20 else "cityscapes")
+    name = checkpoint.get("label_set")
+    if name is None:  # older checkpoints: resolve_protocol checks the class count alone
+        return
     try:
         label_set = get_label_set(name)
     except ValueError as error:
