@@ -253,7 +253,7 @@ def test_dense_sequences_label_every_frame_and_carry_corruption(dense_tree):
 
 
 def test_dataset_survives_pickling_for_spawned_workers(cityscapes_tree):
-    dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=2, transform=ClipTransform((16, 32)))
+    dataset = CityscapesSequences(cityscapes_tree.root, "val", 2, gt_position="last", transform=ClipTransform((16, 32)))
     copy = pickle.loads(pickle.dumps(dataset))
     assert torch.equal(copy[3]["frames"], dataset[3]["frames"]) and copy.names == dataset.names
 

@@ -497,9 +497,10 @@ class CityscapesSequences(torch.utils.data.Dataset):
         else:
             images, label_ids = self._read_files(anchor, frame_numbers, labelled)
         frames = torch.from_numpy(images).permute(0, 3, 1, 2)
-        labels = torch.full((len(frame_numbers), *images.shape[1:3]), IGNORE_INDEX, dtype=torch.uint8)
+        label_maps = np.full((len(frame_numbers), *images.shape[1:3]), IGNORE_INDEX, dtype=np.uint8)
         for t, ids in label_ids.items():
-            labels[t] = torch.from_numpy(self._map_labels(ids, anchor, frame_numbers[t]))
+            label_maps[t] = self._map_labels(ids, anchor, frame_numbers[t])
+        labels = torch.from_numpy(label_maps)
         if self.transform is not None:
             frames, labels = self.transform(frames, labels, generator)
         corruption = torch.zeros(len(frame_numbers), dtype=torch.int64)
@@ -507,7 +508,7 @@ class CityscapesSequences(torch.utils.data.Dataset):
             corruption = torch.tensor([sequence.corruption[f] for f in frame_numbers], dtype=torch.int64)
         return {
             "frames": normalize(frames),
-            "labels": labels.long(),
+            "labels": torch.from_numpy(labels.numpy().astype(np.int64)),
             "labelled": torch.tensor(labelled, dtype=torch.bool),
             "corruption": corruption,
             "gt_index": gt_index,

@@ -36,6 +36,16 @@ def normalize(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise TypeError(f"normalize expects uint8 frames [..., 3, H, W], got dtype {frames.dtype}")
     if frames.dim() < 3 or frames.shape[-3] != 3:
         raise ValueError(f"normalize expects frames shaped [..., 3, H, W], got {tuple(frames.shape)}")
+    if frames.device.type == "cpu":
+        # NumPy runs this single-threaded: on small clips torch's thread pool costs more than the arithmetic.
+        shape = [1] * frames.dim()
+        shape[-3] = 3
+        scale = (1.0 / (255.0 * np.array(STD, dtype=np.float32))).reshape(shape)
+        offset = (np.array(MEAN, dtype=np.float32) / np.array(STD, dtype=np.float32)).reshape(shape)
+        out = np.empty(tuple(frames.shape), dtype=np.float32)
+        np.multiply(frames.numpy(), scale, out=out)
+        np.subtract(out, offset, out=out)
+        return torch.from_numpy(out)
     mean, std = _channel_view(MEAN, frames), _channel_view(STD, frames)
     out = frames.to(torch.float32, memory_format=torch.contiguous_format)
     return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
@@ -176,9 +186,15 @@ class ClipTransform:
             frames = _place(frames, self.size, top, left, fill=0)
             labels = _place(labels, self.size, top, left, fill=IGNORE_INDEX)
         if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
-            frames = frames.flip(-1)
-            labels = labels.flip(-1)
+            frames, labels = _flip_width(frames), _flip_width(labels)
         return frames, labels
+
+
+def _flip_width(clip: torch.Tensor) -> torch.Tensor:
+    if clip.device.type != "cpu":
+        return clip.flip(-1)
+    # A single-threaded NumPy copy: torch.flip's thread pool costs more than the copy on small clips.
+    return torch.from_numpy(clip.numpy()[..., ::-1].copy())
 
 
 def parse_size(text: str) -> tuple[int, int]:
