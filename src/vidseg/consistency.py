@@ -150,10 +150,11 @@ def video_consistency_runs(
     whose prediction is that class throughout the run, divided by the number of pixels whose ground truth is
     one class throughout the run. Runs without such pixels have no score and are skipped.
 
-    ``require_correct=False`` reproduces the VSPW toolkit script (``VC_perclip.py``), which only asks the
-    prediction to be constant, not to equal the ground truth; the paper's formula intersects the ground-truth
-    and predicted class masks, which is the default here. The toolkit also leaves out the last run of each
-    clip; every one of the T - n + 1 runs is scored here.
+    The paper writes the score as (common ground-truth area ∩ common predicted area) / common ground-truth
+    area. Read with class-labelled masks, a pixel counts only if the prediction is also right, which is what
+    this function does by default. The toolkit script (``VC_perclip.py``) only asks the prediction to be
+    constant; ``require_correct=False`` computes that looser figure. The script also skips the last run of
+    each clip; here every one of the T - n + 1 runs is scored, as in the paper's sum.
 
     Args:
         labels, preds: ``[T, H, W]`` class maps of consecutive frames, every frame labelled.
