@@ -266,34 +266,35 @@ class ClipForward(nn.Module):
 
 
 class RecomputeOnce:
-    """A function for ``torch.utils.checkpoint`` whose second call (the recomputation in backward) leaves
-    BatchNorm running statistics alone, so that checkpointing does not count every batch twice."""
+    """A function for ``torch.utils.checkpoint`` whose second call (the recomputation in backward) leaves the
+    BatchNorm running statistics as they were, so that checkpointing does not count every batch twice."""
 
-    def __init__(self, function: Callable, model: nn.Module):
+    def __init__(self, function: Callable, module: nn.Module):
         self.function = function
-        self.model = model
+        self.module = module
         self.calls = 0
 
     def __call__(self, *args):
         self.calls += 1
         if self.calls == 1:
             return self.function(*args)
-        with frozen_batchnorm_statistics(self.model):
+        with preserved_batchnorm_statistics(self.module):
             return self.function(*args)
 
 
 @contextlib.contextmanager
-def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
-    """In training mode, BatchNorm still normalises with batch statistics but does not update running ones."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    previous = [m.track_running_stats for m in norms]
-    for m in norms:
-        m.track_running_stats = False
+def preserved_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Restore the BatchNorm running statistics of ``module`` after the block (outputs are unaffected: in
+    training mode BatchNorm normalises with batch statistics)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    buffers = [buffer for m in norms for buffer in m.buffers()]
+    saved = [buffer.clone() for buffer in buffers]
     try:
         yield
     finally:
-        for m, tracked in zip(norms, previous):
-            m.track_running_stats = tracked
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
 
 
 def checkpoint_stages(model: nn.Module) -> None:
@@ -324,10 +325,12 @@ def warm_start(model: nn.Module, path: str, init_temporal: str, log: Callable[[s
     matching = {
         name: value for name, value in source["model"].items() if name in target and target[name].shape == value.shape
     }
-    if not matching:
+    parameter_names = {name for name, _ in model.named_parameters()}
+    copied = sorted(name for name in matching if name in parameter_names)
+    if not copied:
         raise VidsegError(
-            f"train.init_from: no weight of {path} (model {source['model_name']}) matches model "
-            f"{type(model).__name__} by name and shape; warm-start from a checkpoint of the same block type and size"
+            f"train.init_from: no weight of {path} (model {source['model_name']}) matches the model to train by "
+            "name and shape; warm-start from a checkpoint of the same block type and size"
         )
     model.load_state_dict(matching, strict=False)
     kept = sorted(set(target) - set(matching))
@@ -337,8 +340,7 @@ def warm_start(model: nn.Module, path: str, init_temporal: str, log: Callable[[s
     )
     if init_temporal == "identity":
         identity_init_temporal(model)
-    parameter_names = {name for name, _ in model.named_parameters()}
-    return sorted(name for name in matching if name in parameter_names)
+    return copied
 
 
 @torch.no_grad()

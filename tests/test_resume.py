@@ -1,0 +1,140 @@
+"""Crash safety: SIGKILL mid-epoch then --resume ends bitwise equal to an uninterrupted run; SIGTERM writes a
+checkpoint and exits; a truncated last.pt gives a clear error and resume falls back to an older checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vidseg.checkpoint import load_checkpoint
+from vidseg.cli import main as cli_main
+from vidseg.config import load_config
+from vidseg.errors import VidsegError
+from vidseg.train import find_resume_checkpoint, train
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def write_config(path: Path, root: Path, **train) -> Path:
+    """A run whose every random choice matters: random windows and crops, class weights, accumulation,
+    warm-up + cosine, clipping; 36 samples in micro-batches of 3 and steps of 2 micro-batches: 6 steps/epoch."""
+    raw = {
+        "model": {"name": "vanilla-crnn-small-shallow"},
+        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 3, "scale": [0.8, 1.25]},
+        "loss": {"frames": "labelled", "class_weights": "sqrt_inverse_frequency"},
+        "optim": {"lr": 3e-3, "schedule": "cosine", "warmup_fraction": 0.2, "accumulate": 2, "grad_clip": 1.0},
+        "train": {"steps": 8, "checkpoint_every": 3, "deterministic": True, "tensorboard": False, **train},
+        "eval": {"every_epochs": 0},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def launch(config: Path, run: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidseg", "train", str(config), "--out", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training exited early ({process.returncode}): {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("training made no progress in time")
+        time.sleep(0.01)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path, dense_tree):
+    config = write_config(tmp_path / "run.yaml", dense_tree.root)
+    train(load_config(config), tmp_path / "uninterrupted", log=quiet)
+
+    run = tmp_path / "killed"
+    process = launch(config, run)
+    wait_for((run / "last.pt").exists, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint = load_checkpoint(run / "last.pt")
+    # Killed mid-epoch, after the first periodic checkpoint, before the end.
+    assert 0 < checkpoint["rng"]["data_order"]["batches_done"] < 12 and checkpoint["step"] < 8
+
+    assert cli_main(["train", "--resume", str(run)]) == 0
+    expected = load_checkpoint(tmp_path / "uninterrupted" / "last.pt")
+    resumed = load_checkpoint(run / "last.pt")
+    assert (resumed["step"], resumed["epoch"]) == (expected["step"], expected["epoch"]) == (8, 1)
+    for name, tensor in expected["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    for index, state in expected["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(resumed["optimizer"]["state"][index][key], value), (index, key)
+    assert resumed["scheduler"] == expected["scheduler"]
+    losses = [
+        [
+            (e["step"], e["loss"])
+            for e in map(json.loads, (directory / "metrics.jsonl").read_text().splitlines())
+            if e["event"] == "train"
+        ]
+        for directory in (tmp_path / "uninterrupted", run)
+    ]
+    assert losses[0] == losses[1]  # the killed run's events after its checkpoint were dropped on resume
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_resumable(tmp_path, dense_tree):
+    config = write_config(tmp_path / "run.yaml", dense_tree.root, steps=10_000, checkpoint_every=0, log_every=1)
+    run = tmp_path / "run"
+    process = launch(config, run)
+    log = run / "metrics.jsonl"
+    wait_for(lambda: log.exists() and log.read_text().count('"train"') >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    checkpoint = load_checkpoint(run / "last.pt")
+    stop = json.loads(log.read_text().splitlines()[-1])
+    assert stop == {"event": "stop", "step": checkpoint["step"], "epoch": checkpoint["epoch"], "reason": "sigterm"}
+    assert checkpoint["step"] >= 2
+    assert not list(run.glob(".*.tmp*"))
+
+
+def test_truncated_checkpoint_gives_a_clear_error_and_resume_falls_back(tmp_path, dense_tree):
+    config = load_config(
+        write_config(tmp_path / "run.yaml", dense_tree.root, steps=2, checkpoint_every=1, keep_checkpoints=True)
+    )
+    run = tmp_path / "run"
+    train(config, run, log=quiet)
+    last = run / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VidsegError, match=r"last\.pt is truncated or corrupt"):
+        load_checkpoint(last)
+
+    messages = []
+    path, payload = find_resume_checkpoint(run, messages.append)
+    assert path.name == "step-0000002.pt" and payload["step"] == 2
+    assert "last.pt is truncated or corrupt" in messages[0] and "falling back to" in messages[1]
+
+    config.train.steps = 3
+    result = train(config, run, resume=True, log=quiet)
+    assert result.step == 3 and load_checkpoint(last)["step"] == 3
+
+    for checkpoint in run.glob("*.pt"):
+        checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(VidsegError, match="no checkpoint loads"):
+        train(config, run, resume=True, log=quiet)
+    os.remove(run / "config.yaml")
+    assert cli_main(["train", "--resume", str(tmp_path / "absent")]) == 2
