@@ -83,6 +83,17 @@ def test_glob_selects_matching_images_and_converts_them_to_rgb(tmp_path):
     assert source.frame_rate == Fraction(25, 2)
 
 
+def test_a_list_of_files_from_an_unquoted_shell_glob_is_read_in_natural_order(tmp_path):
+    files = []
+    for code in [10, 2, 1]:
+        files.append(tmp_path / f"f{code}.png")
+        Image.fromarray(coded_frame(code)).save(files[-1])
+    assert [identify(f) for f in open_frames(files)] == [1, 2, 10]
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    with pytest.raises(VidsegError, match=f"input {tmp_path / 'clip.mp4'} is not an image file"):
+        open_frames([*files, tmp_path / "clip.mp4"])
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi", ".mov"])
 def test_video_writer_round_trip_keeps_count_size_rate_and_content(tmp_path, suffix):
     rate = Fraction(30000, 1001)

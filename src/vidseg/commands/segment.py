@@ -22,8 +22,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", help="video file (mp4, mov, avi, mkv, ...), folder of frames, or "
-                        "a quoted glob such as 'frames/*.png' (frames are read in natural order)")
+    parser.add_argument("input", metavar="INPUT", nargs="+",
+                        help="video file (mp4, mov, avi, mkv, ...), folder of frames, quoted glob such as "
+                        "'frames/*.png', or image files (frames are read in natural order)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by vidseg train (.pt)")
     parser.add_argument("--out", help="output video with the prediction blended in (.mp4, .mov, .mkv or .avi); "
                         "it keeps the input's frame rate and frame count")

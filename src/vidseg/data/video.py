@@ -44,12 +44,15 @@ def natural_sort_key(text: str) -> tuple:
     return tuple(int(part) if index % 2 else part.lower() for index, part in enumerate(parts)), text
 
 
-def open_frames(source: str | os.PathLike, frame_rate: float | Fraction | None = None) -> FrameSource:
-    """Open a video file, a folder of images or a glob pattern of images for reading.
+def open_frames(
+    source: str | os.PathLike | list[str | os.PathLike], frame_rate: float | Fraction | None = None
+) -> FrameSource:
+    """Open a video file, a folder of images, a glob pattern of images or a list of image files for reading.
 
     Args:
-        source: a video file, a folder (its image files, not its subfolders) or a pattern such as
-            ``"clip/*.png"``.
+        source: a video file, a folder (its image files, not its subfolders), a pattern such as
+            ``"clip/*.png"``, or a list of image files (what a shell makes of an unquoted pattern); folders,
+            patterns and lists are read in natural order.
         frame_rate: frames per second; overrides the video's own rate, and sets the rate of image sequences
             (default ``DEFAULT_FRAME_RATE``).
 
@@ -59,6 +62,10 @@ def open_frames(source: str | os.PathLike, frame_rate: float | Fraction | None =
     rate = None if frame_rate is None else Fraction(frame_rate).limit_denominator(1001)
     if rate is not None and rate <= 0:
         raise VidsegError(f"frame rate must be positive, got {frame_rate}")
+    if isinstance(source, (list, tuple)):
+        if len(source) != 1:
+            return ImageSequence.from_files([Path(p) for p in source], rate)
+        source = source[0]
     path = Path(source)
     if path.is_dir():
         return ImageSequence.from_folder(path, rate)
@@ -69,7 +76,8 @@ def open_frames(source: str | os.PathLike, frame_rate: float | Fraction | None =
     if _GLOB_CHARACTERS.search(str(source)):
         return ImageSequence.from_glob(str(source), rate)
     raise VidsegError(
-        f"input {source} does not exist; pass a video file, a folder of frames or a quoted glob such as 'frames/*.png'"
+        f"input {source} does not exist; pass a video file, a folder of frames or a quoted glob such as "
+        "'frames/*.png'"
     )
 
 
@@ -136,6 +144,20 @@ class ImageSequence(FrameSource):
                 f"{_describe_entries(matches)}; check the pattern, and quote it so that the shell does not expand it"
             )
         return cls(sorted(files, key=lambda p: natural_sort_key(str(p))), pattern, frame_rate)
+
+    @classmethod
+    def from_files(cls, files: list[Path], frame_rate: Fraction | None = None) -> ImageSequence:
+        if not files:
+            raise VidsegError("no input files given; pass a video file, a folder of frames or image files")
+        for path in files:
+            if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                reason = "does not exist" if not path.exists() else "is not an image file"
+                raise VidsegError(
+                    f"input {path} {reason}; several inputs must all be image files "
+                    f"({', '.join(IMAGE_EXTENSIONS)}), read as the frames of one video in natural order"
+                )
+        name = f"{files[0]} ... ({len(files)} files)"
+        return cls(sorted(files, key=lambda p: natural_sort_key(str(p))), name, frame_rate)
 
     def frame_name(self, index: int) -> str:
         stem = self.files[index].stem
