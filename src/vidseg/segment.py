@@ -78,11 +78,17 @@ class Segmenter:
             checkpoint = load_checkpoint(checkpoint)
         else:
             source = "<checkpoint dict>"
+            missing = [key for key in ("model_name", "num_classes", "model") if key not in checkpoint]
+            if missing:
+                raise VidsegError(f"the checkpoint dict lacks {missing}; pass what load_checkpoint returns")
         self.model_name = checkpoint["model_name"]
         self.model = model_from_checkpoint(checkpoint, source).eval().to(self.device)
         self.num_classes = self.model.num_classes
         label_set_name = checkpoint.get("label_set") or ("report" if self.num_classes == 20 else "cityscapes")
-        self.label_set = get_label_set(label_set_name)
+        try:
+            self.label_set = get_label_set(label_set_name)
+        except ValueError as error:
+            raise VidsegError(f"checkpoint {source}: {error}") from error
         if self.label_set.num_classes != self.num_classes:
             raise VidsegError(
                 f"checkpoint {source} predicts {self.num_classes} classes but names label set "

@@ -8,7 +8,7 @@ import sys
 # float32 rounding in a different runtime stays far below this; anything above is a wrong graph.
 TOLERANCE = 1e-3
 
-HELP = "Export a checkpoint's single-frame step (frame, states) -> (logits, states) to ONNX."
+HELP = "export a checkpoint's single-frame step (frame, states) -> (logits, states) to ONNX"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Segment a video, a folder of frames or a glob, streaming with the recurrent state carried."
+HELP = "segment a video, a folder of frames or image files, streaming with the recurrent state carried"
 
 MASK_FORMATS = ("trainids", "labelids", "color")
 AMP_MODES = ("off", "bf16", "fp16")
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by vidseg train (.pt)")
     parser.add_argument("--out", help="output video with the prediction blended in (.mp4, .mov, .mkv or .avi); "
                         "it keeps the input's frame rate and frame count")
-    parser.add_argument("--masks", metavar="DIR", help="also write one mask PNG per frame into DIR")
+    parser.add_argument("--masks", metavar="DIR", help="write one mask PNG per frame into DIR (with or without --out)")
     parser.add_argument("--mask-format", choices=MASK_FORMATS, default="trainids",
                         help="trainids: class indices (255 = none); labelids: official Cityscapes ids; "
                         "color: palette RGB (default: trainids)")
