@@ -11,20 +11,22 @@ Temporal challenges that one frame cannot resolve but memory can. The label of a
 true, clean scene:
 
 - Corruption bursts (target 30% of frames): at each clean frame after the first, a burst starts with
-  probability ``BURST_START = 0.27`` and lasts 1, 2 or 3 frames (probabilities ``BURST_LENGTHS``); at least
+  probability ``BURST_START = 0.27`` and lasts 1, 2 or 3 frames (probabilities 0.4, 0.35, 0.25); at least
   one clean frame follows. The kind, uniform per burst, is one of
   ``noise``      contrast cut to 15-40% and Gaussian noise of sigma 90-140 grey levels (far above contrast);
   ``dark``       the image quantised to 1-3 grey levels above black (values 0..3);
   ``overexposed`` the same, just below white (values 252..255);
   ``blur``       horizontal motion blur over 25-45% of the width (small objects vanish);
-  ``dropout``    1-3 rectangles covering 35-75% of the frame replaced by black, grey or random noise.
+  ``dropout``    1-3 rectangles of 35-75% of the frame's area each (they may overlap) replaced by black,
+                 flat grey or random noise.
 - Occlusions (target 6% of frames): at a clean frame (when no burst starts), with probability
   ``OCCLUSION_START = 0.09``, for 1-2 frames a dark out-of-focus blob (a close passer-by, a wiper) covers
   30-55% of the frame, sweeping in from one side.
 
-Frame 0 of every sequence is clean. The rates measured on the generated frames are stored in ``synthcity.json``
-(``rates.measured``) next to these targets. Output is deterministic for a seed (same seed, same bytes): every
-sequence draws from its own ``numpy`` generator seeded by (seed, split, sequence index).
+Every frame also carries mild sensor noise (sigma 2.5). Frame 0 of every sequence is clean. The rates measured
+on the generated frames are stored in ``synthcity.json`` (``rates.measured``) next to these targets. Output is
+deterministic for a seed (same seed, same bytes): every sequence draws from its own ``numpy`` generator seeded by
+(seed, split, sequence index).
 """
 
 from __future__ import annotations
