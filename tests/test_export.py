@@ -89,7 +89,7 @@ def test_export_refuses_an_existing_file_unless_overwrite(exported, capsys):
 
 def test_per_frame_model_exports_without_states(tmp_path):
     torch.manual_seed(1)
-    model = random_batchnorm(build_model("resnet-none-small-shallow", num_classes=19))
+    model = random_batchnorm(build_model("vanilla-none-small-shallow", num_classes=19))
     path = export_onnx(model, tmp_path / "frame.onnx")
     graph = onnx.load(str(path)).graph
     assert [v.name for v in graph.input] == ["frame"] and [v.name for v in graph.output] == ["logits"]
