@@ -82,27 +82,46 @@ def generate(args) -> dict:
     return {"frames": args.frames}
 
 
+class Clock:
+    """Wall time and this thread's CPU time of timed blocks. With one torch thread the model runs in the
+    calling thread, so its CPU time is the work done, barely affected by other processes on a shared machine."""
+
+    def __init__(self):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def time(self, fn, *args):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        result = fn(*args)
+        self.cpu.append(time.thread_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return result
+
+
 class TimedSegmenter:
-    """A Segmenter that records how long each frame takes and the peak memory at two points."""
+    """A Segmenter that times each frame and reads the peak memory after frame ``memory_checkpoint``."""
 
     def __init__(self, segmenter, memory_checkpoint: int):
         self.segmenter = segmenter
         self.memory_checkpoint = memory_checkpoint
-        self.latencies: list[float] = []
+        self.clock = Clock()
         self.peak_at_checkpoint: float | None = None
 
     def __getattr__(self, name):
         return getattr(self.segmenter, name)
 
     def segment_frame(self, frame, probabilities=False):
-        start = time.perf_counter()
-        result = self.segmenter.segment_frame(frame, probabilities)
-        self.latencies.append(time.perf_counter() - start)
-        count = len(self.latencies)
+        result = self.clock.time(self.segmenter.segment_frame, frame, probabilities)
+        count = len(self.clock.wall)
         if count == self.memory_checkpoint:
             self.peak_at_checkpoint = peak_rss_mib()
         if count % 100 == 0:
-            print(f"  streamed {count} frames, last {self.latencies[-1] * 1000:.0f} ms", file=sys.stderr, flush=True)
+            print(
+                f"  frames {count - 100}-{count - 1}: median {median_ms(self.clock.wall[-100:]):.0f} ms wall, "
+                f"{median_ms(self.clock.cpu[-100:]):.0f} ms CPU; peak RSS {peak_rss_mib():.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
         return result
 
 
@@ -117,11 +136,14 @@ def stream(args) -> dict:
     segmenter = TimedSegmenter(Segmenter(make_checkpoint(args.model), amp=args.amp), MEMORY_CHECKPOINT)
     source = open_frames(args.video)
     out = Path(args.video).with_name("segmented.mp4")
+    wall, cpu = time.perf_counter(), time.process_time()
     summary = segment_to_files(source, segmenter, out=out, overwrite=True, progress=False)
     return {
-        "latencies": segmenter.latencies,
-        "seconds": summary.seconds,
+        "wall": segmenter.clock.wall,
+        "cpu": segmenter.clock.cpu,
         "frames": summary.num_frames,
+        "seconds": time.perf_counter() - wall,
+        "process_cpu_seconds": time.process_time() - cpu,
         "peak_at_checkpoint_mib": segmenter.peak_at_checkpoint,
         "peak_at_end_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),
@@ -143,19 +165,21 @@ def window(args) -> dict:
     checkpoint = make_checkpoint(args.model)
     streaming, windowed = Segmenter(checkpoint, amp=args.amp), Segmenter(checkpoint, amp=args.amp)
     frames = list(itertools.islice(open_frames(args.video), args.window + args.window_frames))
-    stream_latencies, window_latencies = [], []
-    for end, frame in enumerate(frames):
-        start = time.perf_counter()
-        streaming.segment_frame(frame)
-        if end < args.window:
-            continue
-        stream_latencies.append(time.perf_counter() - start)
-        start = time.perf_counter()
+
+    def run_window(end: int) -> None:
         windowed.reset()
         for past in frames[end - args.window + 1 : end + 1]:
             windowed.segment_frame(past)
-        window_latencies.append(time.perf_counter() - start)
-    return {"latencies": window_latencies, "stream_latencies": stream_latencies}
+
+    stream_clock, window_clock = Clock(), Clock()
+    for end, frame in enumerate(frames):
+        if end < args.window:
+            streaming.segment_frame(frame)
+            continue
+        stream_clock.time(streaming.segment_frame, frame)
+        window_clock.time(run_window, end)
+        print(f"  window {end - args.window + 1}/{args.window_frames}", file=sys.stderr, flush=True)
+    return {"stream": vars(stream_clock), "window": vars(window_clock)}
 
 
 def run_phase(phase: str, args) -> dict:
@@ -173,48 +197,65 @@ def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
+def trend_per_100_frames(values: list[float]) -> float:
+    """Least-squares slope of ``values`` over their index, per 100 frames."""
+    xs = range(len(values))
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(values)
+    return 100 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, values)) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def report(args, streamed: dict, windowed: dict) -> str:
-    latencies = streamed["latencies"]
-    frames = len(latencies)
+    frames = len(streamed["wall"])
     buckets = [(FLAT_FROM, min(100, frames)), (100, min(500, frames)), (500, frames)]
     buckets = [(lo, hi) for lo, hi in buckets if hi - lo >= 5]
-    first = median_ms(latencies[buckets[0][0] : buckets[0][1]])
-    last_lo, last_hi = buckets[-1]
-    last = median_ms(latencies[last_lo:last_hi])
-    steady = median_ms(latencies[FLAT_FROM:])
-    window_ms = median_ms(windowed["latencies"])
-    paired_ms = median_ms(windowed["stream_latencies"])
-    # Least-squares slope of latency over frame index, from FLAT_FROM on: growth per 100 frames.
-    xs = range(FLAT_FROM, frames)
-    ys = latencies[FLAT_FROM:]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-    peak_100, peak_end = streamed["peak_at_checkpoint_mib"], streamed["peak_at_end_mib"]
-    end_to_end = streamed["frames"] / streamed["seconds"]
-
     precision = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}[args.amp]
+
+    def row(label: str, figure, fmt) -> str:
+        """A table row with ``figure(clock)`` for the wall clock and for the CPU clock."""
+        return f"| {label} | {fmt(figure('wall'))} | {fmt(figure('cpu'))} |"
+
+    def trend(clock: str) -> float:
+        values = streamed[clock][FLAT_FROM:]
+        return trend_per_100_frames(values) / statistics.median(values) * 100
+
     lines = [
         f"### Streaming `{args.model}` over {frames} frames at {args.size.replace('x', ' x ')} "
         f"(CPU, {precision}, fused inference copy, torch threads: {streamed['threads']})",
         "",
-        "| figure | value |",
-        "|---|---|",
+        "| figure | wall time | CPU time of the inference thread |",
+        "|---|---|---|",
     ]
     for lo, hi in buckets:
-        lines.append(f"| streaming latency per frame, median of frames {lo}-{hi - 1} | "
-                     f"{median_ms(latencies[lo:hi]):.0f} ms |")
+        lines.append(row(f"streaming, per frame, median of frames {lo}-{hi - 1}",
+                         lambda c, lo=lo, hi=hi: median_ms(streamed[c][lo:hi]), "{:.0f} ms".format))
+    first, last = buckets[0], buckets[-1]
+    lines.append(row(f"**median of frames {last[0]}-{last[1] - 1} / median of frames {first[0]}-{first[1] - 1}**",
+                     lambda c: median_ms(streamed[c][last[0]:last[1]]) / median_ms(streamed[c][first[0]:first[1]]),
+                     "**{:.3f}x**".format))
+    lines.append(row(f"trend from frame {FLAT_FROM} (least squares), per 100 frames, share of a frame",
+                     trend, "{:+.2f}%".format))
+    count = len(windowed["window"]["wall"])
+    lines.append(row(f"{args.window}-frame window, per output frame, median of {count}",
+                     lambda c: median_ms(windowed["window"][c]), "{:.0f} ms".format))
+    lines.append(row(f"streaming, per frame, the same {count} frames interleaved with the windows",
+                     lambda c: median_ms(windowed["stream"][c]), "{:.0f} ms".format))
+    lines.append(row("**window / streaming, cost per output frame**",
+                     lambda c: median_ms(windowed["window"][c]) / median_ms(windowed["stream"][c]),
+                     "**{:.1f}x**".format))
+    peak_100, peak_end = streamed["peak_at_checkpoint_mib"], streamed["peak_at_end_mib"]
+    end_to_end = streamed["frames"] / streamed["seconds"]
     lines += [
-        f"| last bucket / first bucket | {last / first:.3f}x |",
-        f"| latency trend from frame {FLAT_FROM} (least squares) | {slope * 100 * 1000:+.2f} ms per 100 frames "
-        f"({slope * 100 / (steady / 1000) * 100:+.2f}% of a frame) |",
-        f"| 12-frame window per output frame, median of {len(windowed['latencies'])} | {window_ms:.0f} ms |",
-        f"| streaming per frame, same frames, interleaved with the window runs | {paired_ms:.0f} ms |",
-        f"| **window / streaming cost per frame (interleaved)** | **{window_ms / paired_ms:.1f}x** |",
+        "",
+        "| memory and throughput | value |",
+        "|---|---|",
         f"| peak RSS after frame {MEMORY_CHECKPOINT} | {peak_100:.0f} MiB |",
         f"| peak RSS after frame {frames} | {peak_end:.0f} MiB |",
         f"| **peak RSS growth, frame {MEMORY_CHECKPOINT} -> {frames}** | **{(peak_end / peak_100 - 1) * 100:+.1f}%** |",
-        f"| end-to-end frames/s (decode + segment + overlay + encode) | {end_to_end:.2f} |",
-        f"| segmentation alone, frames/s (1 / median latency) | {1000 / steady:.2f} |",
+        f"| end-to-end frames/s, wall (decode + segment + overlay + encode) | {end_to_end:.2f} |",
+        f"| end-to-end CPU seconds per frame, all threads of the process | "
+        f"{streamed['process_cpu_seconds'] / streamed['frames']:.2f} s |",
+        f"| segmentation alone, frames/s, wall (1 / median latency) | "
+        f"{1000 / median_ms(streamed['wall'][FLAT_FROM:]):.2f} |",
     ]
     return "\n".join(lines)
 
