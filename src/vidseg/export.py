@@ -20,6 +20,7 @@ computes them in Python.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -146,14 +147,15 @@ def export_onnx(
     """Export ``model``'s single-frame step to ``path`` (atomically) with dynamic batch, height and width.
 
     Args:
-        model: a ``RecurrentUNet`` (the plain model; ONNX runtimes fold BatchNorm themselves).
+        model: a ``RecurrentUNet`` (the plain model; ONNX runtimes fold BatchNorm themselves); it is copied,
+            not changed.
         checkpoint: the checkpoint it came from, for the metadata (name, label set, normalisation).
         opset: ONNX opset.
     """
     import onnx
     from torch.export import Dim
 
-    model = model.eval().cpu().float()
+    model = copy.deepcopy(model).eval().cpu().float()  # leave the caller's model where and as it was
     channels = state_channels(model)
     frame = torch.randn(*EXAMPLE_SHAPE)
     with torch.no_grad():
@@ -244,6 +246,6 @@ def max_difference_to_model(
     generator = torch.Generator().manual_seed(seed)
     frames = torch.randn(1, num_frames, 3, *size, generator=generator)
     with torch.no_grad():
-        expected, _ = model.eval().cpu().float()(frames)
+        expected, _ = copy.deepcopy(model).eval().cpu().float()(frames)
     logits, _ = run_onnx_sequence(path, frames.numpy())
     return float(np.abs(logits - expected.numpy()).max())
