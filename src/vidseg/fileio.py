@@ -26,6 +26,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        tmp.chmod(0o666 & ~current_umask())  # mkstemp makes files owner-only; give the usual mode
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -40,6 +41,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
