@@ -1,0 +1,82 @@
+"""The demo pipeline end to end on a tiny budget: every report artefact is produced and well-formed."""
+
+import json
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidseg.cli import main
+from vidseg.demo import BASELINE_MODEL, TEMPORAL_MODEL, DemoPlan, training_flops
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), "--quick", "--seed", "3"]) == 0
+    return out
+
+
+def test_report_has_the_tables_and_the_findings(demo_dir):
+    report = (demo_dir / "report.md").read_text()
+    for heading in ["| model | mIoU all | mIoU clean | mIoU corrupted", "## Findings", "## Per frame group",
+                    "## Per-class IoU", "## Reproduce", "### finetune.yaml"]:
+        assert heading in report
+    assert "| per-frame |" in report and "| temporal |" in report
+    assert "vidseg demo --out" in report and "--seed 3 --quick" in report
+
+
+def test_results_json_holds_both_models_with_every_metric(demo_dir):
+    summary = json.loads((demo_dir / "results.json").read_text())
+    assert set(summary["results"]) == {"per-frame", "temporal"}
+    for result in summary["results"].values():
+        assert 0 <= result["all_frames"]["miou"] <= 1
+        assert {"clean", "corrupted"} <= set(result["corruption"])
+        assert len(result["per_position"]["miou"]) == 8
+        assert result["tc"] is not None and result["mvc_8"] is not None
+    steps = summary["plan"]["steps"]
+    assert steps["baseline"] > steps["pretrain"]
+
+
+def test_images_and_video_open(demo_dir):
+    for name in ["stills.png", "per_position.png", "per_corruption.png"]:
+        with Image.open(demo_dir / name) as image:
+            image.load()
+            assert min(image.size) > 50
+    with av.open(str(demo_dir / "side_by_side.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 8  # one per frame of the held-out sequence
+    assert all(frame.shape == frames[0].shape for frame in frames)
+    assert np.asarray(frames).std() > 10
+
+
+def test_html_report_embeds_its_media(demo_dir):
+    html = (demo_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "data:video/mp4;base64," in html
+    assert "<table>" in html
+
+
+def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_dir):
+    from vidseg.config import load_config
+
+    finetune = load_config(demo_dir / "configs" / "finetune.yaml")
+    assert finetune.model.name == TEMPORAL_MODEL
+    assert finetune.train.init_from.endswith("pretrain/last.pt")
+    assert finetune.train.init_temporal == "identity"
+    assert load_config(demo_dir / "configs" / "baseline.yaml").model.name == BASELINE_MODEL
+
+
+def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
+    plan = DemoPlan.create(tmp_path, minutes=10)
+    ratio = training_flops(TEMPORAL_MODEL, plan.size) / training_flops(BASELINE_MODEL, plan.size)
+    assert ratio > 1.2  # cRNN units cost real compute
+    steps = plan.steps
+    assert steps["baseline"] == steps["pretrain"] + round(steps["finetune"] * ratio)
+    assert DemoPlan.create(tmp_path, minutes=10).steps == steps  # deterministic for the same command
+
+
+def test_non_positive_minutes_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--minutes", "0"]) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
