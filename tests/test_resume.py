@@ -26,15 +26,16 @@ def quiet(message: str) -> None:
     pass
 
 
-def write_config(path: Path, root: Path, **train) -> Path:
-    """A run whose every random choice matters: random windows and crops, class weights, accumulation,
-    warm-up + cosine, clipping; 36 samples in micro-batches of 3 and steps of 2 micro-batches: 6 steps/epoch."""
+def write_config(path: Path, root: Path, exact: bool = True, **train) -> Path:
+    """A run whose every random choice matters: random windows and crops, accumulation (with a short last group:
+    36 samples make 9 micro-batches of 4 and 5 steps per epoch), warm-up + cosine, clipping, and with ``exact``
+    class weights counted from the labels and deterministic algorithms."""
     raw = {
         "model": {"name": "vanilla-crnn-small-shallow"},
-        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 3, "scale": [0.8, 1.25]},
-        "loss": {"frames": "labelled", "class_weights": "sqrt_inverse_frequency"},
+        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 4, "scale": [0.8, 1.25]},
+        "loss": {"frames": "labelled", "class_weights": "sqrt_inverse_frequency" if exact else "none"},
         "optim": {"lr": 3e-3, "schedule": "cosine", "warmup_fraction": 0.2, "accumulate": 2, "grad_clip": 1.0},
-        "train": {"steps": 8, "checkpoint_every": 3, "deterministic": True, "tensorboard": False, **train},
+        "train": {"steps": 7, "checkpoint_every": 3, "deterministic": exact, "tensorboard": False, **train},
         "eval": {"every_epochs": 0},
     }
     path.write_text(yaml.safe_dump(raw))
@@ -72,12 +73,12 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path,
     process.wait()
     checkpoint = load_checkpoint(run / "last.pt")
     # Killed mid-epoch, after the first periodic checkpoint, before the end.
-    assert 0 < checkpoint["rng"]["data_order"]["batches_done"] < 12 and checkpoint["step"] < 8
+    assert 0 < checkpoint["rng"]["data_order"]["batches_done"] < 9 and checkpoint["step"] < 7
 
     assert cli_main(["train", "--resume", str(run)]) == 0
     expected = load_checkpoint(tmp_path / "uninterrupted" / "last.pt")
     resumed = load_checkpoint(run / "last.pt")
-    assert (resumed["step"], resumed["epoch"]) == (expected["step"], expected["epoch"]) == (8, 1)
+    assert (resumed["step"], resumed["epoch"]) == (expected["step"], expected["epoch"]) == (7, 1)
     for name, tensor in expected["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
     for index, state in expected["optimizer"]["state"].items():
@@ -96,7 +97,9 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path,
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_resumable(tmp_path, dense_tree):
-    config = write_config(tmp_path / "run.yaml", dense_tree.root, steps=10_000, checkpoint_every=0, log_every=1)
+    config = write_config(
+        tmp_path / "run.yaml", dense_tree.root, exact=False, steps=10_000, checkpoint_every=0, log_every=1
+    )
     run = tmp_path / "run"
     process = launch(config, run)
     log = run / "metrics.jsonl"
@@ -113,7 +116,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_resumable(tmp_path, dense_tree):
 
 def test_truncated_checkpoint_gives_a_clear_error_and_resume_falls_back(tmp_path, dense_tree):
     config = load_config(
-        write_config(tmp_path / "run.yaml", dense_tree.root, steps=2, checkpoint_every=1, keep_checkpoints=True)
+        write_config(
+            tmp_path / "run.yaml", dense_tree.root, exact=False, steps=2, checkpoint_every=1, keep_checkpoints=True
+        )
     )
     run = tmp_path / "run"
     train(config, run, log=quiet)

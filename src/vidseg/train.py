@@ -436,6 +436,8 @@ class MetricsLog:
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
         self.path = run_dir / LOG_FILE
         self.enabled = enabled
+        self.events = 0
+        """Events written to the file so far; a checkpoint records it."""
         self.writer = None
         if enabled and tensorboard:
             try:
@@ -445,19 +447,14 @@ class MetricsLog:
             else:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def keep_until(self, step: int) -> None:
-        """Drop events after ``step`` (left by a run killed after its last checkpoint) and any torn line."""
-        if not self.enabled or not self.path.exists():
+    def keep_first(self, events: int) -> None:
+        """Keep the first ``events`` events: drop those a stopped or killed run wrote after its checkpoint."""
+        if not self.enabled:
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if event.get("step", 0) <= step:
-                kept.append(line + "\n")
-        atomic_write_text(self.path, "".join(kept))
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
+        kept = lines[:events]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self.events = len(kept)
 
     def write(self, event: dict) -> None:
         if not self.enabled:
@@ -466,6 +463,7 @@ class MetricsLog:
 
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(nan_to_none(event)) + "\n")
+        self.events += 1
         if self.writer is not None:
             for key, value in event.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -521,12 +519,9 @@ class Trainer:
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
 
-        payload = self._resume_payload() if resume else None
-        if payload is None and ctx.is_main and (self.run_dir / "last.pt").exists():
-            raise VidsegError(
-                f"{self.run_dir} already holds a run (last.pt); continue it with --resume {self.run_dir}, "
-                "or train into another directory with --out"
-            )
+        payload = self._on_every_process(lambda: self._starting_point(resume))
+        if payload is not None:
+            self.log(f"resuming {self.run_dir} at step {payload['step']}")
 
         self.label_set = get_label_set(config.data.label_set)
         self.num_classes = self.label_set.num_classes
@@ -564,8 +559,6 @@ class Trainer:
         self.class_weights = self._class_weights(payload)
         if payload is not None:
             self._load_state(payload)
-        else:
-            self.schedule.set_progress(0.0)
 
         self.forward = ClipForward(
             self.model,
@@ -583,7 +576,7 @@ class Trainer:
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
         self.metrics_log = MetricsLog(self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard)
         if payload is not None:
-            self.metrics_log.keep_until(self.progress.step)
+            self.metrics_log.keep_first(payload["log_events"])
         self.stop_requested = False
         self.last_saved: tuple | None = None
         self.session_start = time.monotonic()
@@ -591,23 +584,30 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- set-up pieces
 
-    def _resume_payload(self) -> dict:
-        """The newest loadable checkpoint, chosen and read by the main process and sent to the others."""
-        found: tuple[str, dict] | str
+    def _starting_point(self, resume: bool) -> dict | None:
+        """The checkpoint to resume from (the newest that loads), or None for a new run."""
+        if resume:
+            return find_resume_checkpoint(self.run_dir, self.log)[1]
+        if (self.run_dir / "last.pt").exists():
+            raise VidsegError(
+                f"{self.run_dir} already holds a run (last.pt); continue it with --resume {self.run_dir}, "
+                "or train into another directory with --out"
+            )
+        return None
+
+    def _on_every_process(self, decide: Callable[[], Any]) -> Any:
+        """Run ``decide`` on the main process only (it reads the run directory) and give every process its
+        result, or raise its VidsegError everywhere, so that no process is left waiting for the others."""
+        outcome = None
         if self.ctx.is_main:
             try:
-                path, payload = find_resume_checkpoint(self.run_dir, self.log)
-                found = (str(path), payload)
+                outcome = ("ok", decide())
             except VidsegError as error:
-                found = str(error)
-        else:
-            found = ""
-        found = distributed.broadcast_object(found)
-        if isinstance(found, str):
-            raise VidsegError(found)
-        path, payload = found
-        self.log(f"resuming {self.run_dir} from {Path(path).name} at step {payload['step']}")
-        return payload
+                outcome = ("error", str(error))
+        kind, value = distributed.broadcast_object(outcome)
+        if kind == "error":
+            raise VidsegError(value)
+        return value
 
     def _evaluates(self) -> bool:
         return self.config.eval.every_epochs > 0 or self.config.eval.every_steps > 0
@@ -675,24 +675,25 @@ class Trainer:
         self.bar = self._progress_bar()
         self.session_start = time.monotonic()
         try:
-            while True:
+            stopped_by = "budget" if self._budget_spent() else ""
+            while not stopped_by:
                 stopped_by = self._train_epoch()
                 if not stopped_by:  # the epoch is complete
                     self._end_epoch()
-                    if self.train_cfg.epochs is not None and progress.epoch >= self.train_cfg.epochs:
+                    if self._budget_spent():
                         stopped_by = "budget"
-                if stopped_by:
-                    break
             if stopped_by == "budget" and self._evaluates() and progress.metrics.get("val_step") != progress.step:
                 self._validate()
             self._save_last()
+            self.metrics_log.write(
+                {"event": "stop", "step": progress.step, "epoch": progress.epoch, "reason": stopped_by}
+            )
         finally:
             if self.bar is not None:
                 self.bar.close()
+            self.metrics_log.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGTERM, previous_handler)
-        self.metrics_log.write({"event": "stop", "step": progress.step, "epoch": progress.epoch, "reason": stopped_by})
-        self.metrics_log.close()
         if stopped_by == "sigterm":
             self.log(
                 f"stopped by SIGTERM at step {progress.step}; checkpoint {self.run_dir / 'last.pt'} written; "
@@ -788,6 +789,8 @@ class Trainer:
         loss_value = flags[0] / self.ctx.world_size
         if flags[1] > 0:
             self._stop_on_nonfinite(loss_value if not math.isfinite(loss_value) else local_loss)
+        # The rate of a step is the schedule's value at the progress the step completes (never 0 in warm-up).
+        self.schedule.set_progress(self._budget_progress(progress.step + 1))
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if config.optim.grad_clip is not None:
@@ -799,7 +802,6 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
-        self.schedule.set_progress(self._budget_progress())
         if flags[2] > 0:
             return loss_value, "sigterm"
         if self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps:
@@ -822,17 +824,26 @@ class Trainer:
             "optim.grad_clip, or check the data for bad labels"
         )
 
+    def _budget_spent(self) -> bool:
+        train_cfg, progress = self.train_cfg, self.progress
+        return (
+            (train_cfg.steps is not None and progress.step >= train_cfg.steps)
+            or (train_cfg.epochs is not None and progress.epoch >= train_cfg.epochs)
+            or (train_cfg.minutes is not None and self._elapsed() >= train_cfg.minutes * 60)
+        )
+
     def _elapsed(self) -> float:
         return self.progress.seconds + time.monotonic() - self.session_start
 
-    def _budget_progress(self) -> float:
-        """How far training is through its budget, 0 ... 1 (the furthest of steps, epochs and time)."""
-        train_cfg, progress = self.train_cfg, self.progress
+    def _budget_progress(self, step: int) -> float:
+        """How far training is through its budget after ``step`` steps, 0 ... 1 (the furthest of steps, epochs
+        and time)."""
+        train_cfg = self.train_cfg
         fractions = [0.0]
         if train_cfg.steps is not None:
-            fractions.append(progress.step / train_cfg.steps)
+            fractions.append(step / train_cfg.steps)
         if train_cfg.epochs is not None:
-            fractions.append(progress.step / (train_cfg.epochs * self.steps_per_epoch))
+            fractions.append(step / (train_cfg.epochs * self.steps_per_epoch))
         if train_cfg.minutes is not None:
             fractions.append(self._elapsed() / (train_cfg.minutes * 60))
         return min(1.0, max(fractions))
@@ -942,6 +953,7 @@ class Trainer:
             "train_seconds": self._elapsed(),
             "class_weights": self.class_weights.cpu() if self.class_weights is not None else None,
             "copied_parameters": self.copied,
+            "log_events": self.metrics_log.events,
         }
 
     def _save(self, name: str) -> None:
