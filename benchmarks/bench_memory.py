@@ -1,0 +1,238 @@
+"""Peak memory of one training step with and without activation checkpointing.
+
+One training step (forward over a T-frame window, cross-entropy on the annotated frame, backward, Adam step) of
+a model at a resolution, for each variant of ``train.activation_checkpointing``:
+  * ``off``: every activation of every time step is kept for the backward pass;
+  * ``step``: each time step is recomputed in the backward pass (only frames and states are kept);
+  * ``stage``: as ``step``, and inside a recomputed step each encoder stage, temporal unit and decoder stage is
+    recomputed again, so at most one stage's activations are alive at a time.
+
+Every variant runs in a fresh subprocess, so the CPU figure is that process's peak resident set size
+(``ru_maxrss``), which includes the Python/PyTorch baseline (reported separately). With a GPU the figure is
+``torch.cuda.max_memory_allocated`` of the step.
+
+Activation memory grows linearly with the pixel count, so each variant is also measured at two smaller sizes
+(``--fit-sizes``) and a line through them predicts the target size. A variant whose prediction does not fit in
+the memory this machine has available is not run at the target size (it would be killed, or push other work
+out of memory); its target figure is then the prediction, marked as such, and the measured variants show how
+close predictions come.
+
+    python benchmarks/bench_memory.py                       # vanilla-cgru-original, 512x1024, T=5, batch 1
+    python benchmarks/bench_memory.py --size 256x512 --fit-sizes 64x128,128x256 --variants off,step
+
+Results: a Markdown table on stdout and in ``benchmarks/results/bench_memory.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GIB = 1024**3
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_memory.md"
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one training step in this (fresh) process and print its peak memory as JSON."""
+    import resource
+
+    import torch
+
+    from vidseg.models import build_model
+    from vidseg.train import ClipForward, checkpoint_stages, segmentation_loss
+
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    height, width = args.size
+    model = build_model(args.model, num_classes=20).to(device)
+    if args.variant == "stage":
+        checkpoint_stages(model)
+    forward = ClipForward(model, checkpoint_steps=args.variant in ("step", "stage"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    frames = torch.randn(args.batch, args.frames, 3, height, width, device=device)
+    batch = {
+        "labels": torch.randint(0, 20, (args.batch, args.frames, height, width), device=device),
+        "labelled": torch.ones(args.batch, args.frames, dtype=torch.bool),
+        "gt_index": torch.full((args.batch,), args.frames - 1),
+    }
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        baseline_cuda = torch.cuda.memory_allocated()
+    started = time.perf_counter()
+    logits = forward(frames)
+    loss = segmentation_loss(logits, batch, "annotated", None)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    result = {
+        "variant": args.variant,
+        "device": device.type,
+        "seconds": seconds,
+        "loss": loss.item(),
+        "baseline_rss": baseline_rss,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if device.type == "cuda":
+        result["cuda_baseline"] = baseline_cuda
+        result["cuda_peak"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(result))
+
+
+def run_variant(args: argparse.Namespace, variant: str, size: tuple[int, int]) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--variant",
+        variant,
+        "--model",
+        args.model,
+        "--size",
+        f"{size[0]}x{size[1]}",
+        "--frames",
+        str(args.frames),
+        "--batch",
+        str(args.batch),
+    ] + (["--cpu"] if args.cpu else [])
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        return {"variant": variant, "size": size, "error": f"exit {completed.returncode}: {completed.stderr[-300:]}"}
+    return {**json.loads(completed.stdout.strip().splitlines()[-1]), "size": size}
+
+
+def available_memory() -> int:
+    """MemAvailable of /proc/meminfo in bytes (Linux); total physical memory elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def predict(points: list[dict], key: str, size: tuple[int, int]) -> float | None:
+    """The figure at ``size`` on the line through the two measured (pixels, figure) points."""
+    usable = [p for p in points if "error" not in p and key in p]
+    if len(usable) < 2:
+        return None
+    (p0, p1) = usable[:2]
+    x0, x1 = p0["size"][0] * p0["size"][1], p1["size"][0] * p1["size"][1]
+    slope = (p1[key] - p0[key]) / (x1 - x0)
+    return p0[key] + slope * (size[0] * size[1] - x0)
+
+
+def gib(value: float | None) -> str:
+    return "–" if value is None else f"{value / GIB:.2f}"
+
+
+def size_name(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def markdown(args: argparse.Namespace, rows: list[dict], command: str, available: int) -> str:
+    target = size_name(args.size)
+    fits = [size_name(s) for s in args.fit_sizes]
+    cuda = any(r.get("device") == "cuda" for row in rows for r in row["points"] + [row["target"] or {}])
+    lines = [
+        f"# Peak memory of one training step: {args.model}, {target}, T={args.frames}, batch {args.batch}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Peak RSS of a fresh process per run (GiB, the ~0.3 GiB Python/PyTorch baseline included); the machine had "
+        f'{available / GIB:.1f} GiB available. "predicted" is the line through the {" and ".join(fits)} '
+        "measurements.",
+        "",
+        f"| activation checkpointing | {' | '.join(fits)} | {target} predicted | {target} measured | step time at "
+        f"{target} (s) |",
+        "|---|" + "---:|" * (len(fits) + 3),
+    ]
+    for row in rows:
+        measured = row["target"]
+        if measured is None:
+            shown, seconds = f"not run (needs ~{gib(row['predicted'])} GiB)", "–"
+        elif "error" in measured:
+            shown, seconds = f"failed: {measured['error']}", "–"
+        else:
+            shown, seconds = gib(measured["peak_rss"]), f"{measured['seconds']:.0f}"
+        points = " | ".join(gib(p.get("peak_rss")) if "error" not in p else "failed" for p in row["points"])
+        lines.append(f"| {row['variant']} | {points} | {gib(row['predicted'])} | {shown} | {seconds} |")
+    if cuda:
+        lines += ["", "| activation checkpointing | CUDA max allocated at " + target + " (GiB) |", "|---|---:|"]
+        for row in rows:
+            measured = row["target"] or {}
+            lines.append(f"| {row['variant']} | {gib(measured.get('cuda_peak'))} |")
+    reference = next((row for row in rows if row["variant"] == "off"), None)
+    if reference is not None:
+        reference_peak, how = best_figure(reference)
+        lines.append("")
+        for row in rows:
+            if row is reference:
+                continue
+            peak, row_how = best_figure(row)
+            if peak and reference_peak:
+                lines.append(
+                    f"- `{row['variant']}` at {target}: {gib(peak)} GiB ({row_how}), "
+                    f"{reference_peak / peak:.2f}x lower than `off` ({gib(reference_peak)} GiB, {how})"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def best_figure(row: dict) -> tuple[float | None, str]:
+    measured = row["target"]
+    if measured is not None and "error" not in measured:
+        return measured["peak_rss"], "measured"
+    return row["predicted"], "predicted"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    height, width = text.lower().split("x")
+    return int(height), int(width)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vanilla-cgru-original")
+    parser.add_argument("--size", type=parse_size, default=(512, 1024), help="HxW")
+    parser.add_argument("--fit-sizes", default="128x256,256x512", help="two smaller HxW sizes for the prediction")
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--variants", default="off,step,stage")
+    parser.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU exists")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    args.fit_sizes = [parse_size(text) for text in args.fit_sizes.split(",")]
+    command = "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])
+    rows = []
+    for variant in args.variants.split(","):
+        points = [run_variant(args, variant, size) for size in args.fit_sizes]
+        predicted = predict(points, "peak_rss", args.size)
+        available = available_memory()
+        # Leave a margin for the rest of the machine; run it anyway when nothing could be predicted.
+        target = None
+        if predicted is None or predicted < 0.8 * available:
+            target = run_variant(args, variant, args.size)
+        row = {"variant": variant, "points": points, "predicted": predicted, "target": target}
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    text = markdown(args, rows, command.strip(), available_memory())
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
