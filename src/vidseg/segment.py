@@ -151,6 +151,8 @@ class Segmenter:
         working = self.size or (height, width)
         if working != (height, width):
             shrinking = working[0] < height or working[1] < width
+            if self.device.type != "cpu":  # the fast uint8 path of interpolate is CPU-only
+                pixels = pixels.float()
             pixels = F.interpolate(
                 pixels.contiguous(memory_format=torch.channels_last),
                 size=working,
