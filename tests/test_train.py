@@ -252,17 +252,30 @@ def test_sqrt_inverse_frequency_weights_equal_an_independent_count(dense_tree):
 # --------------------------------------------------------------------------------- train, evaluate, resume
 
 
-def test_train_evaluate_and_resume_a_run(tmp_path, dense_tree):
+def test_synthcity_recipe_trains_evaluates_and_resumes(tmp_path, synthcity_root):
     from vidseg.evaluate import evaluate_model
 
     run = tmp_path / "run"
-    config = tiny_config(
-        dense_tree.root,
-        loss={"class_weights": "sqrt_inverse_frequency"},
-        optim={"schedule": "cosine", "warmup_fraction": 0.3, "accumulate": 2},
-        train={"steps": 3, "amp": "bf16", "channels_last": True},
-        eval={"every_steps": 2, "every_epochs": 0, "max_samples": 5},
-    )
+    # The CPU recipe (bf16, channels_last, class weights, loss on every labelled frame, warm-up + cosine), shrunk.
+    recipe = CONFIGS / "synthcity" / "vanilla-crnn-small-shallow.yaml"
+    shrink = [
+        f"data.root={synthcity_root}",
+        "data.size=[16,32]",
+        "data.num_frames=3",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "optim.accumulate=2",
+        "train.minutes=null",
+        "train.steps=3",
+        "train.log_every=1",
+        "train.tensorboard=false",
+        "eval.every_steps=2",
+        "eval.every_epochs=0",
+        "eval.num_frames=3",
+        "eval.batch_size=2",
+    ]
+    config = load_config(recipe, shrink)
+    assert (config.train.amp, config.train.channels_last, config.loss.frames) == ("bf16", True, "labelled")
     result = train(config, run, log=quiet)
     assert (result.step, result.stopped_by) == (3, "budget")
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl"]
@@ -282,7 +295,7 @@ def test_train_evaluate_and_resume_a_run(tmp_path, dense_tree):
     last = load_checkpoint(run / "last.pt")
     for key in ("model", "optimizer", "scheduler", "step", "epoch", "config", "metrics", "rng", "normalization"):
         assert key in last
-    assert last["step"] == 3 and last["rng"]["data_order"]["batches_done"] == 6
+    assert last["step"] == 3 and last["rng"]["data_order"]["batches_done"] == 6 and last["epoch"] == 0
     assert last["label_set"] == "cityscapes" and last["num_classes"] == 19
 
     # best.pt is the evaluation with the highest mIoU, and its figure is what evaluate_model says of its weights.
@@ -295,7 +308,7 @@ def test_train_evaluate_and_resume_a_run(tmp_path, dense_tree):
     best_model = model_from_checkpoint(best).to(memory_format=torch.channels_last)
     again = evaluate_model(best_model, val_set, amp="bf16", batch_size=2, tc=False, progress=False)
     assert again["miou"] == pytest.approx(best_event["miou"], abs=1e-9)
-    assert again["windows"] == 5
+    assert again["windows"] == len(val_set) == 4
 
     # Resume with a larger budget: it continues at step 4 and keeps the run's class weights.
     extended = load_config(run / "config.yaml", ["train.steps=5"])
@@ -303,8 +316,15 @@ def test_train_evaluate_and_resume_a_run(tmp_path, dense_tree):
     assert resumed.step == 5
     final = load_checkpoint(run / "last.pt")
     torch.testing.assert_close(final["class_weights"], last["class_weights"])
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-3:] == [5, 5, 5] and 4 in steps
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # The first session's "stop" event came after its last checkpoint and is gone.
+    assert [(e["event"], e["step"]) for e in events[5:]] == [
+        ("train", 4),
+        ("eval", 4),
+        ("train", 5),
+        ("eval", 5),
+        ("stop", 5),
+    ]
 
     with pytest.raises(VidsegError, match="already holds a run"):
         train(config, run, log=quiet)
@@ -334,6 +354,25 @@ def test_cli_trains_a_config_with_overrides(tmp_path, cityscapes_tree, capsys):
     assert "unknown key 'train.stepz'" in capsys.readouterr().err
     assert cli_main(["train", str(config), "--out", str(run)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_wall_clock_budget_stops_training_and_evaluates(tmp_path, dense_tree):
+    config = tiny_config(
+        dense_tree.root,
+        train={"steps": None, "minutes": 0.001},
+        optim={"schedule": "cosine"},
+        eval={"every_epochs": 5, "max_samples": 2},
+    )
+    result = train(config, tmp_path / "run", log=quiet)
+    assert result.stopped_by == "budget" and 1 <= result.step < 18  # 18 steps would be one epoch
+    assert result.metrics["val_step"] == result.step  # a final evaluation, although no epoch ended
+    # The schedule measures progress by the time budget, and reached its end.
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["scheduler"]["progress"] == 1.0
+
+
+def test_fp16_on_cpu_is_refused(tmp_path, dense_tree):
+    with pytest.raises(VidsegError, match="fp16 needs a CUDA device"):
+        train(tiny_config(dense_tree.root, train={"amp": "fp16", "device": "cpu"}), tmp_path / "run", log=quiet)
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, dense_tree):

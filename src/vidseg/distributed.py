@@ -58,13 +58,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes in place (no-op for a single process) and return it."""
-    if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def broadcast_object(value: Any, src: int = 0) -> Any:
     """Return rank ``src``'s ``value`` on every process."""
     if not dist.is_initialized():

@@ -37,6 +37,7 @@ from vidseg import distributed
 from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_write_text
+from vidseg.metrics import all_reduce_sum
 
 IGNORE_INDEX = 255
 LOG_FILE = "metrics.jsonl"
@@ -144,7 +145,7 @@ def class_frequency_weights(
             labels = labels[sample["gt_index"]]
         labels = labels[labels != IGNORE_INDEX].long()
         counts += torch.bincount(labels, minlength=num_classes)[:num_classes].double()
-    counts = distributed.all_reduce_sum(counts.to(ctx.device)).cpu()
+    counts = all_reduce_sum(counts.to(ctx.device)).cpu()
     if counts.sum() == 0:
         raise VidsegError(
             f"loss.class_weights: the {len(chosen)} counted training samples hold no labelled pixel; "
@@ -785,7 +786,7 @@ class Trainer:
             dtype=torch.float64,
             device=self.ctx.device,
         )
-        flags = distributed.all_reduce_sum(flags).tolist()
+        flags = all_reduce_sum(flags).tolist()
         loss_value = flags[0] / self.ctx.world_size
         if flags[1] > 0:
             self._stop_on_nonfinite(loss_value if not math.isfinite(loss_value) else local_loss)
