@@ -576,7 +576,7 @@ class Trainer:
                 stale.unlink(missing_ok=True)  # left by a process killed while writing
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
         self.metrics_log = MetricsLog(self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard)
-        if payload is not None:
+        if payload is not None and payload.get("log_events") is not None:
             self.metrics_log.keep_first(payload["log_events"])
         self.stop_requested = False
         self.last_saved: tuple | None = None
