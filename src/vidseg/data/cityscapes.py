@@ -86,12 +86,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     with _open_png(path) as image:
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-            return np.repeat(gray[:, :, None], 3, axis=2)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.array(image)
+        return rgb_array(image)
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` of a decoded image, converted as ``read_image`` documents."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Pillow's own conversion clips 16-bit values at 255, which turns almost every pixel white.
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image)
 
 
 def read_label_ids(path: str | os.PathLike) -> np.ndarray:

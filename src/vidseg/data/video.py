@@ -166,12 +166,14 @@ class ImageSequence(FrameSource):
     def __iter__(self) -> Iterator[np.ndarray]:
         from PIL import Image, UnidentifiedImageError
 
+        from vidseg.data.cityscapes import rgb_array
+
         first_shape = None
         for path in self.files:
             try:
                 with Image.open(path) as image:
-                    frame = np.array(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
+                    frame = rgb_array(image)
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
                 raise VidsegError(
                     f"frame {path} cannot be read ({error}); replace or delete the file and run again"
                 ) from error

@@ -1,0 +1,413 @@
+"""Bad input tried on every entry point (train, evaluate, segment, prepare, synth, export) through the real CLI.
+
+Each case must end with a message that names the file or key and says what to do, a non-zero exit status, no
+traceback, and no output or half-written file left behind (folders are listed with their hidden temporary
+entries). docs/reliability.md lists every case with the test that shows it; the crash-safety cases (SIGKILL,
+SIGTERM, truncated last.pt, NaN loss) live in test_resume.py and test_train.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vidseg.checkpoint import save_checkpoint
+from vidseg.cli import main
+from vidseg.data.cityscapes import (
+    SEQUENCE_FOLDER,
+    image_path,
+    label_path,
+    read_image,
+    read_label_ids,
+)
+from vidseg.data.testing import make_cityscapes_tree
+from vidseg.data.transforms import MEAN, STD
+from vidseg.data.video import open_frames
+from vidseg.errors import VidsegError
+from vidseg.models import build_model
+from vidseg.segment import Segmenter
+
+MODEL = "vanilla-none-small-shallow"
+HEIGHT, WIDTH = 32, 64
+# Hypothesis runs the same examples on every machine, so a failure in CI reproduces locally.
+FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """Run ``vidseg ARGS`` in this process; return the exit status and stderr, which must hold no traceback."""
+    code = main([str(arg) for arg in args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+def everything_under(folder: Path) -> list[str]:
+    """Every entry below ``folder``, hidden temporary files and folders included, as sorted relative paths."""
+    return sorted(str(path.relative_to(folder)) for path in Path(folder).rglob("*"))
+
+
+def write_frames(folder: Path, count: int = 2, seed: int = 0) -> list[np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{index}.png")
+    return frames
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header announces ``width x height`` RGB pixels and whose image data is empty."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">II", width, height) + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_mp4(path: Path, num_frames: int = 12, faststart: bool = False) -> Path:
+    options = {"movflags": "faststart"} if faststart else {}
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.height, stream.width, stream.pix_fmt = HEIGHT, WIDTH, "yuv420p"
+        for _ in range(num_frames):
+            frame = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def fill_disk(monkeypatch, owner, name: str, *, after: int, path_arg: int) -> None:
+    """Let ``after`` calls of ``owner.name`` (a writer) succeed; the next ones write the start of their file and
+    fail with ENOSPC, as writes to a full disk do."""
+    real = getattr(owner, name)
+    calls = []
+
+    def writer(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= after:
+            return real(*args, **kwargs)
+        with open(args[path_arg], "wb") as half_written:
+            half_written.write(b"\x89PNG\r\n\x1a\nhalf a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(owner, name, writer)
+
+
+def small_tree(folder: Path):
+    """A dense tree, one sequence of 3 frames per split at 32x64, that a test may damage."""
+    return make_cityscapes_tree(folder, cities=("aachen",), sequences=1, dense_frames=3, decoys=False)
+
+
+def frame_file(tree, split: str = "val", frame: int = 1) -> Path:
+    return image_path(tree.root, SEQUENCE_FOLDER, split, "aachen", 0, frame)
+
+
+def label_file(tree, split: str = "val", frame: int = 1) -> Path:
+    return label_path(tree.root, split, "aachen", 0, frame)
+
+
+def write_config(path: Path, root: Path, **sections) -> Path:
+    """A training run of seconds: per-frame model, 16x32 frames, 2-frame windows, 2 steps, no evaluation."""
+    raw = {
+        "model": {"name": MODEL},
+        "data": {"root": str(root), "size": [16, 32], "num_frames": 2, "hflip": False},
+        "train": {"steps": 2, "tensorboard": False, "log_every": 1},
+        "eval": {"every_epochs": 0},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def checkpoint_payload(num_classes: int = 19, **extra) -> dict:
+    torch.manual_seed(0)
+    model = build_model(MODEL, num_classes=num_classes)
+    payload = {"model_name": MODEL, "num_classes": num_classes, "label_set": "cityscapes",
+               "model": model.state_dict(), "normalization": {"mean": list(MEAN), "std": list(STD)}}
+    payload.update(extra)
+    return payload
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    save_checkpoint(path, checkpoint_payload())
+    return path
+
+
+# ---------------------------------------------------------------------------- outputs that cannot be written
+
+
+def command_writing_to(kind: str, output: Path, checkpoint: Path, tree, tmp_path: Path) -> list:
+    """The arguments of a command that writes ``output``."""
+    frames = tmp_path / "frames"
+    if not frames.exists():
+        write_frames(frames)
+    return {
+        "segment video": ["segment", frames, "--checkpoint", checkpoint, "--out", output, "--no-progress"],
+        "segment masks": ["segment", frames, "--checkpoint", checkpoint, "--masks", output, "--no-progress"],
+        "export": ["export", "--checkpoint", checkpoint, "--out", output, "--no-check"],
+        "evaluate results": ["evaluate", "--checkpoint", checkpoint, "--data", tree.root, "--num-frames", "2",
+                             "--no-tc", "--out", output],
+        "evaluate predictions": ["evaluate", "--checkpoint", checkpoint, "--data", tree.root, "--num-frames", "2",
+                                 "--no-tc", "--out", tmp_path / "results.json", "--save-predictions", output],
+        "prepare": ["prepare", "--root", tree.root, "--out", output, "--size", "16x32"],
+        "synth": ["synth", "--out", output, "--sequences", "1", "--frames", "2", "--size", "16x16"],
+        "train": ["train", write_config(tmp_path / "run.yaml", tree.root), "--out", output],
+    }[kind]
+
+
+OUTPUT_KINDS = ["segment video", "segment masks", "export", "evaluate results", "evaluate predictions", "prepare",
+                "synth", "train"]
+OUTPUT_NAMES = {"segment video": "out.mp4", "export": "model.onnx", "evaluate results": "results.json"}
+
+
+# --------------------------------------------------------------------------------------- bad input frames
+
+
+def corrupt_png(path: Path) -> None:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2)
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, detail",
+    [
+        (corrupt_png, "cannot identify image file"),
+        (truncate, "image file is truncated"),
+        (lambda path: path.write_bytes(b""), "cannot identify image file"),
+        (lambda path: path.write_bytes(png_header(0, 0)), "cannot identify image file"),
+        (lambda path: path.write_bytes(png_header(200_000, 200_000)), "decompression bomb"),
+    ],
+    ids=["corrupt bytes", "truncated", "zero bytes", "0x0 pixels", "decompression bomb"],
+)
+def test_segment_names_an_unreadable_frame_and_writes_nothing(damage, detail, checkpoint, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    write_frames(frames, count=3)
+    damage(frames / "1.png")
+    results = tmp_path / "results"
+    code, err = cli(capsys, "segment", frames, "--checkpoint", checkpoint, "--out", results / "out.mp4",
+                    "--masks", results / "masks", "--no-progress")
+    assert code == 2
+    assert f"frame {frames / '1.png'} cannot be read" in err and detail in err
+    assert "replace or delete the file" in err
+    assert not results.exists() or everything_under(results) == []
+
+
+def write_text(path: Path) -> None:
+    path.write_text("this is not a video\n" * 50)
+
+
+def test_segment_reads_grey_rgba_and_16_bit_frames_as_their_rgb_equivalents(checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    grey16 = rng.integers(0, 65536, (HEIGHT, WIDTH), dtype=np.uint16)
+    grey8 = rng.integers(0, 256, (HEIGHT, WIDTH), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (HEIGHT, WIDTH, 4), dtype=np.uint8)
+    odd, rgb = tmp_path / "odd", tmp_path / "rgb"
+    odd.mkdir()
+    rgb.mkdir()
+    Image.fromarray(grey16).save(odd / "0.png")  # 16-bit greyscale: mode I;16
+    Image.fromarray(grey8, mode="L").save(odd / "1.png")
+    Image.fromarray(rgba, mode="RGBA").save(odd / "2.png")
+    high_byte = (grey16 >> 8).astype(np.uint8)
+    for index, equivalent in enumerate([np.dstack([high_byte] * 3), np.dstack([grey8] * 3), rgba[:, :, :3]]):
+        Image.fromarray(equivalent).save(rgb / f"{index}.png")
+    for folder in (odd, rgb):
+        masks = tmp_path / f"{folder.name}-masks"
+        code, _ = cli(capsys, "segment", folder, "--checkpoint", checkpoint, "--masks", masks, "--no-progress")
+        assert code == 0
+    for index in range(3):
+        odd_mask = np.asarray(Image.open(tmp_path / "odd-masks" / f"{index}.png"))
+        rgb_mask = np.asarray(Image.open(tmp_path / "rgb-masks" / f"{index}.png"))
+        np.testing.assert_array_equal(odd_mask, rgb_mask)
+
+
+# ------------------------------------------------------------------------------------------ bad checkpoints
+
+
+def truncated_checkpoint(path: Path) -> str:
+    save_checkpoint(path, checkpoint_payload())
+    truncate(path)
+    return "is truncated or corrupt"
+
+
+def empty_file(path: Path) -> str:
+    path.write_bytes(b"")
+    return "is truncated or corrupt"
+
+
+def text_file(path: Path) -> str:
+    path.write_text("model weights, honest")
+    return "is truncated or corrupt"
+
+
+def plain_tensor(path: Path) -> str:
+    torch.save(torch.zeros(3), path)
+    return "is not a vidseg checkpoint (expected format 'vidseg-checkpoint-v1', found 'Tensor')"
+
+
+def foreign_dict(path: Path) -> str:
+    torch.save({"state_dict": {}}, path)
+    return "is not a vidseg checkpoint"
+
+
+def weights_of_another_class_count(path: Path) -> str:
+    save_checkpoint(path, checkpoint_payload(model=build_model(MODEL, num_classes=7).state_dict()))
+    return f"does not fit model {MODEL}"
+
+
+def unknown_model(path: Path) -> str:
+    save_checkpoint(path, checkpoint_payload(model_name="vanilla-lstm-huge"))
+    return "unknown model name 'vanilla-lstm-huge'; valid names are"
+
+
+def no_file(path: Path) -> str:
+    return "does not exist"
+
+
+BAD_CHECKPOINTS = [truncated_checkpoint, empty_file, text_file, plain_tensor, foreign_dict,
+                   weights_of_another_class_count, unknown_model, no_file]
+
+
+# A warm start copies whatever matches by name and shape, so weights of another class count are fine there.
+CHECKPOINT_CASES = [
+    pytest.param(command, make, id=f"{command}-{make.__name__}")
+    for command in ("segment", "evaluate", "export")
+    for make in BAD_CHECKPOINTS
+] + [
+    pytest.param("train --set train.init_from", make, id=f"train-{make.__name__}")
+    for make in (truncated_checkpoint, text_file, no_file)
+]
+
+
+# -------------------------------------------------------------------------------------- bad dataset files
+
+
+def grey_rgb_label(path: Path) -> None:
+    Image.open(path).convert("RGB").save(path)
+
+
+DATASET_DAMAGE = {
+    "corrupt image": (frame_file, corrupt_png, "cannot decode {path} (cannot identify image file"),
+    "truncated image": (frame_file, truncate, "cannot decode {path} (image file is truncated)"),
+    "zero-byte label": (label_file, lambda path: path.write_bytes(b""), "cannot decode {path}"),
+    "colour label": (label_file, grey_rgb_label, "{path} has mode RGB (3 channels), but a labelIds file has one"),
+    "missing frame": (frame_file, Path.unlink, "snippet frame {path} is missing"),
+}
+
+
+# ------------------------------------------------------------------------------------------- bad configs
+
+
+# ---------------------------------------------------------------------------------- bad command arguments
+
+
+# ------------------------------------------------------------------------------- a fresh process, no hangs
+
+
+# ------------------------------------------------------------------------------- property-based: any bytes
+
+VALID_PNG = png_bytes(np.random.default_rng(5).integers(0, 256, (12, 20, 3), dtype=np.uint8))
+
+
+@st.composite
+def damaged(draw, original: bytes) -> bytes:
+    """``original`` cut short and with a few bytes overwritten."""
+    data = bytearray(original[: draw(st.integers(0, len(original)))])
+    for _ in range(draw(st.integers(0, 6))):
+        if data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+ANY_IMAGE_BYTES = st.one_of(
+    st.binary(max_size=300),
+    damaged(VALID_PNG),
+    st.builds(png_header, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
+)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@settings(FUZZ, max_examples=150)
+@given(data=ANY_IMAGE_BYTES)
+def test_any_bytes_as_an_image_give_an_rgb_array_or_a_vidseg_error(data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz", numbered=True) / "frame.png"
+    path.write_bytes(data)
+    for read in (read_image, lambda p: next(iter(open_frames(p)))):
+        try:
+            frame = read(path)
+        except VidsegError as error:
+            assert str(path) in str(error)
+        else:
+            assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    try:
+        ids = read_label_ids(path)
+    except VidsegError as error:
+        assert str(path) in str(error)
+    else:
+        assert ids.dtype == np.uint8 and ids.ndim == 2
+
+
+@pytest.fixture(scope="module")
+def valid_mp4(tmp_path_factory) -> bytes:
+    return write_mp4(tmp_path_factory.mktemp("video") / "clip.mp4", num_frames=4).read_bytes()
+
+
+# -------------------------------------------------------------------------------- property-based: any size
+
+SIDE = st.integers(1, 40)
+
+
+@pytest.fixture(scope="module")
+def segmenter(checkpoint) -> Segmenter:
+    return Segmenter(checkpoint)
+
+
+CONFIG_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(), st.text(max_size=6),
+    st.lists(st.one_of(st.integers(-5, 50), st.floats(), st.text(max_size=3)), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+CONFIG_KEYS = {
+    section: [*keys, "unknown_key"]
+    for section, keys in {
+        "model": ["name"],
+        "data": ["size", "scale", "num_frames", "gt_position", "frame_stride", "batch_size", "label_set"],
+        "optim": ["lr", "betas", "eps", "weight_decay", "warmup_fraction", "grad_clip", "accumulate", "schedule"],
+        "train": ["steps", "epochs", "minutes", "checkpoint_every", "amp", "init_temporal"],
+        "eval": ["num_frames", "gt_position", "max_samples", "every_steps"],
+    }.items()
+}
+
+
