@@ -12,6 +12,8 @@ import errno
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -334,6 +336,29 @@ DATASET_DAMAGE = {
 
 
 # ------------------------------------------------------------------------------- a fresh process, no hangs
+
+
+@pytest.mark.parametrize("case", ["train with a DataLoader worker", "prepare with 2 worker processes"])
+def test_an_error_in_a_worker_process_ends_the_command_promptly_with_only_its_message(case, tmp_path):
+    """Run in a fresh process, where a hang would show as a timeout: PyTorch's DataLoader re-raises a worker's
+    error with the worker's traceback as its message, which the CLI must not print."""
+    tree = small_tree(tmp_path / "data")
+    split = "train" if case.startswith("train") else "val"
+    broken = frame_file(tree, split, 2)
+    corrupt_png(broken)
+    if case.startswith("train"):
+        config = write_config(tmp_path / "run.yaml", tree.root, data={"num_workers": 1})
+        args = ["train", config, "--out", tmp_path / "run"]
+    else:
+        args = ["prepare", "--root", tree.root, "--out", tmp_path / "cache", "--size", "16x32", "--workers", "2"]
+    done = subprocess.run([sys.executable, "-m", "vidseg", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"vidseg {args[0]}: error: cannot decode {broken} (cannot identify image file '{broken}'); the file is "
+        "truncated or not an image: extract it again from the dataset archive, or remove its sample"
+    )
+    assert "Traceback" not in done.stderr and "Caught VidsegError" not in done.stderr
 
 
 # ------------------------------------------------------------------------------- property-based: any bytes

@@ -12,7 +12,7 @@ import pkgutil
 import sys
 
 import vidseg.commands
-from vidseg.errors import VidsegError
+from vidseg.errors import VidsegError, user_message
 
 # The order in which `vidseg --help` lists the commands; a command module not named here comes last.
 COMMAND_ORDER = ["demo", "params", "synth", "prepare", "train", "evaluate", "segment", "export"]
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except VidsegError as error:
-        print(f"vidseg {args.command}: error: {error}", file=sys.stderr)
+        print(f"vidseg {args.command}: error: {user_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vidseg {args.command}: interrupted", file=sys.stderr)

@@ -1,5 +1,10 @@
 """The one exception type that vidseg raises for problems a user can fix (bad input, bad config)."""
 
+# How PyTorch's DataLoader re-raises an exception from a worker process: the worker's whole traceback becomes
+# the message, and the original message is the text after the last line naming the exception type.
+_WORKER_PREFIX = "Caught VidsegError in DataLoader worker process"
+_ORIGINAL_LINE = "\nvidseg.errors.VidsegError: "
+
 
 class VidsegError(Exception):
     """A problem with the user's input, files or configuration.
@@ -7,3 +12,12 @@ class VidsegError(Exception):
     The message names the file, frame or key, what was expected, what was found and what to do.
     The command line prints it without a traceback and exits with status 2.
     """
+
+
+def user_message(error: VidsegError) -> str:
+    """The message to show for ``error``: its own text, without the traceback that a DataLoader worker wraps
+    around it."""
+    message = str(error)
+    if message.startswith(_WORKER_PREFIX) and _ORIGINAL_LINE in message:
+        return message.rsplit(_ORIGINAL_LINE, 1)[1].strip()
+    return message
