@@ -30,13 +30,14 @@ from vidseg.checkpoint import save_checkpoint
 from vidseg.cli import main
 from vidseg.data.cityscapes import (
     SEQUENCE_FOLDER,
+    CityscapesSequences,
     image_path,
     label_path,
     read_image,
     read_label_ids,
 )
 from vidseg.data.testing import make_cityscapes_tree
-from vidseg.data.transforms import MEAN, STD
+from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.data.video import open_frames
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
@@ -327,6 +328,36 @@ DATASET_DAMAGE = {
     "colour label": (label_file, grey_rgb_label, "{path} has mode RGB (3 channels), but a labelIds file has one"),
     "missing frame": (frame_file, Path.unlink, "snippet frame {path} is missing"),
 }
+
+
+@pytest.mark.parametrize("damage", list(DATASET_DAMAGE))
+@pytest.mark.parametrize("command", ["evaluate", "train", "prepare"])
+def test_damaged_dataset_files_are_named_and_nothing_is_written(command, damage, checkpoint, tmp_path, capsys, caplog):
+    tree = small_tree(tmp_path / "data")
+    locate, spoil, expected = DATASET_DAMAGE[damage]
+    split = "train" if command == "train" else "val"
+    path = locate(tree, split)
+    spoil(path)
+    out = tmp_path / "out"
+    args = {
+        "evaluate": ["evaluate", "--checkpoint", checkpoint, "--data", tree.root, "--num-frames", "2", "--no-tc",
+                     "--out", out / "results.json"],
+        "train": ["train", write_config(tmp_path / "run.yaml", tree.root), "--out", out],
+        "prepare": ["prepare", "--root", tree.root, "--out", out, "--size", "16x32", "--split", "val"],
+    }[command]
+    code, err = cli(capsys, *args)
+    if command == "prepare" and damage == "missing frame":
+        # A cache records missing frames; reading them raises (or skips them) exactly as reading the PNGs does.
+        assert code == 0 and "1 snippet frames are missing" in caplog.text
+        with pytest.raises(VidsegError, match=expected.format(path=path)):
+            cached = CityscapesSequences(tree.root, "val", 2, gt_position="last", transform=ClipTransform((16, 32)),
+                                         cache=out)
+            cached[0]
+        return
+    assert code == 2 and expected.format(path=path) in err
+    left = everything_under(out) if out.exists() else []
+    assert not [name for name in left if Path(name).name.startswith(".")]
+    assert not [name for name in left if name.endswith((".json", ".md", ".pt")) and name != "prepare.json"]
 
 
 # ------------------------------------------------------------------------------------------- bad configs

@@ -256,9 +256,7 @@ def _build_dataset(root, split, num_frames, gt_position, size, args):
 
 def _prediction_size(choice: str, dataset) -> tuple[int, int] | None:
     """``evaluated`` -> None; ``original`` -> the size of the first label file; ``HxW`` -> that size."""
-    from PIL import Image
-
-    from vidseg.data.cityscapes import LABEL_FOLDER, LABEL_SUFFIX
+    from vidseg.data.cityscapes import LABEL_FOLDER, LABEL_SUFFIX, read_label_ids
 
     if choice == "evaluated":
         return None
@@ -266,8 +264,7 @@ def _prediction_size(choice: str, dataset) -> tuple[int, int] | None:
         return _parse_size(choice, "--prediction-size")
     name = dataset.names[0]
     city = name.rsplit("_", 2)[0]
-    with Image.open(
-        Path(dataset.root) / LABEL_FOLDER / dataset.split / city / (name + LABEL_SUFFIX)
-    ) as label:
-        width, height = label.size
+    path = Path(dataset.root) / LABEL_FOLDER / dataset.split / city / (name + LABEL_SUFFIX)
+    # read_label_ids explains an unreadable file (VidsegError naming it) instead of a bare PIL error.
+    height, width = read_label_ids(path).shape
     return height, width
