@@ -360,6 +360,21 @@ def test_damaged_dataset_files_are_named_and_nothing_is_written(command, damage,
     assert not [name for name in left if name.endswith((".json", ".md", ".pt")) and name != "prepare.json"]
 
 
+@pytest.mark.parametrize("command", ["evaluate", "train", "prepare"])
+def test_missing_and_empty_dataset_roots_are_explained(command, checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, expected in ((tmp_path / "absent", "does not exist"), (empty, "has no gtFine/ folder (found: nothing)")):
+        args = {
+            "evaluate": ["evaluate", "--checkpoint", checkpoint, "--data", root, "--out", tmp_path / "r.json"],
+            "train": ["train", write_config(tmp_path / "run.yaml", root), "--out", tmp_path / "run"],
+            "prepare": ["prepare", "--root", root, "--out", tmp_path / "cache", "--size", "16x32"],
+        }[command]
+        code, err = cli(capsys, *args)
+        assert code == 2 and str(root) in err and expected in err
+    assert everything_under(tmp_path) == ["empty", "run.yaml"] if command == "train" else ["empty"]
+
+
 # ------------------------------------------------------------------------------------------- bad configs
 
 

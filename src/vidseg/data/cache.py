@@ -183,6 +183,10 @@ def prepare_cache(
         raise ValueError(f"size must be positive (height, width), got {size}")
     if max_stride < 1:
         raise ValueError(f"max_stride must be >= 1, got {max_stride}")
+    if not (root / LABEL_FOLDER).is_dir():
+        found = ", ".join(_list_dirs(root)) or "nothing"
+        problem = f"has no {LABEL_FOLDER}/ folder (found: {found})" if root.is_dir() else "does not exist"
+        raise VidsegError(f"dataset root {root} {problem}; pass the Cityscapes (or SynthCity) root as --root")
     dense = (root / SYNTHCITY_META).is_file()
     meta = _read_synthcity_meta(root / SYNTHCITY_META) if dense else None
     if splits is None:
