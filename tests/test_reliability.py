@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import struct
 import subprocess
@@ -28,6 +29,7 @@ from PIL import Image
 
 from vidseg.checkpoint import save_checkpoint
 from vidseg.cli import main
+from vidseg.config import config_from_dict
 from vidseg.data.cityscapes import (
     SEQUENCE_FOLDER,
     CityscapesSequences,
@@ -378,6 +380,36 @@ def test_missing_and_empty_dataset_roots_are_explained(command, checkpoint, tmp_
 # ------------------------------------------------------------------------------------------- bad configs
 
 
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("data: {roots: x}\ntrain: {steps: 1}\n", [], "unknown key 'data.roots'; valid keys here: data.root"),
+        ("train: {steps: many}\n", [], "key 'train.steps' expects an integer or null, found a string 'many'"),
+        ("train: [steps: 1\n", [], "is not valid YAML"),
+        ("- 1\n- 2\n", [], "the top level must be a mapping of keys to values, found a list"),
+        ("train: 5\n", [], "train must be a mapping of keys to values, found an integer 5"),
+        ("model: {name: vanilla-lstm}\ntrain: {steps: 1}\n", [], "model.name: unknown model 'vanilla-lstm'"),
+        ("train: {steps: 1}\n", ["train.stepz=3"], "--set train.stepz=3: unknown key 'train.stepz'"),
+        ("train: {steps: 1}\n", ["optim.lr=.nan"], "optim.lr: expected a finite number, found nan"),
+        ("train: {steps: 1}\n", ["optim.grad_clip=.inf"], "optim.grad_clip: expected a finite number, found inf"),
+        ("train: {steps: 1}\n", ["optim.weight_decay=-1"], "optim.weight_decay: expected >= 0, found -1.0"),
+        ("train: {steps: 1}\n", ["optim.eps=0"], "optim.eps: expected a positive epsilon, found 0.0"),
+        ("train: {steps: 1}\n", ["optim.final_lr_scale=-2"], "optim.final_lr_scale: expected >= 0"),
+    ],
+    ids=["unknown key", "wrong type", "not YAML", "a list", "section not a mapping", "unknown model",
+         "--set unknown key", "NaN learning rate", "infinite clip", "negative weight decay", "zero epsilon",
+         "negative final rate"],
+)
+def test_config_errors_name_the_key_and_the_file_and_start_nothing(text, overrides, expected, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    code, err = cli(capsys, "train", config, "--out", tmp_path / "run", *sets)
+    assert code == 2 and expected in err
+    assert str(config) in err or expected.startswith("--set")  # an unknown --set key is named as given
+    assert everything_under(tmp_path) == ["run.yaml"]
+
+
 # ---------------------------------------------------------------------------------- bad command arguments
 
 
@@ -482,3 +514,20 @@ CONFIG_KEYS = {
 }
 
 
+@settings(FUZZ, max_examples=300)
+@given(
+    raw=st.fixed_dictionaries(
+        {}, optional={
+            section: st.one_of(st.dictionaries(st.sampled_from(keys), CONFIG_VALUES, max_size=4), CONFIG_VALUES)
+            for section, keys in CONFIG_KEYS.items()
+        }
+    )
+)
+def test_any_config_is_accepted_or_refused_with_a_vidseg_error(raw):
+    try:
+        config = config_from_dict(raw, source="fuzz.yaml")
+    except VidsegError as error:
+        assert str(error).startswith("fuzz.yaml")
+    else:
+        numbers = [config.optim.lr, config.optim.eps, config.optim.weight_decay, *config.data.scale]
+        assert all(math.isfinite(value) for value in numbers) and config.optim.lr > 0

@@ -9,6 +9,7 @@ the same checks (the value is read as YAML, so ``--set train.amp=bf16`` and ``--
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -241,8 +242,25 @@ def validate(config: Config, source: str) -> None:
     ]:
         if isinstance(position, int) and not 0 <= position < frames:
             fail(key, f"position {position} is outside a window of {frames} frames (0 ... {frames - 1})")
+    numbers = {
+        "data.scale": data.scale, "optim.lr": [optim.lr], "optim.betas": optim.betas, "optim.eps": [optim.eps],
+        "optim.weight_decay": [optim.weight_decay], "optim.warmup_fraction": [optim.warmup_fraction],
+        "optim.final_lr_scale": [optim.final_lr_scale], "optim.grad_clip": [optim.grad_clip],
+        "optim.copied_lr_scale": [optim.copied_lr_scale], "train.minutes": [train.minutes],
+    }
+    for key, values in numbers.items():
+        # NaN passes every comparison below unnoticed; infinities make no sense for any of these.
+        if any(value is not None and not math.isfinite(value) for value in values):
+            expected, found = ("finite numbers", values) if len(values) > 1 else ("a finite number", values[0])
+            fail(key, f"expected {expected}, found {found}")
     if optim.lr <= 0:
         fail("optim.lr", f"expected a positive learning rate, found {optim.lr}")
+    if optim.eps <= 0:
+        fail("optim.eps", f"expected a positive epsilon, found {optim.eps}")
+    if optim.weight_decay < 0:
+        fail("optim.weight_decay", f"expected >= 0, found {optim.weight_decay}")
+    if optim.final_lr_scale < 0:
+        fail("optim.final_lr_scale", f"expected >= 0 (a fraction of optim.lr), found {optim.final_lr_scale}")
     if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
         fail("optim.betas", f"expected [beta1, beta2] in [0, 1), found {optim.betas}")
     if not 0 <= optim.warmup_fraction < 1:
