@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import math
 import os
 import struct
@@ -27,9 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vidseg.checkpoint import save_checkpoint
+from vidseg.checkpoint import load_checkpoint, save_checkpoint
 from vidseg.cli import main
 from vidseg.config import config_from_dict
+from vidseg.data.cache import FrameCache
 from vidseg.data.cityscapes import (
     SEQUENCE_FOLDER,
     CityscapesSequences,
@@ -42,6 +44,7 @@ from vidseg.data.testing import make_cityscapes_tree
 from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.data.video import open_frames
 from vidseg.errors import VidsegError
+from vidseg.fileio import atomic_write_bytes
 from vidseg.models import build_model
 from vidseg.segment import Segmenter
 
@@ -194,6 +197,184 @@ OUTPUT_KINDS = ["segment video", "segment masks", "export", "evaluate results", 
 OUTPUT_NAMES = {"segment video": "out.mp4", "export": "model.onnx", "evaluate results": "results.json"}
 
 
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_an_output_below_a_file_is_refused_naming_the_file_in_the_way(kind, checkpoint, dense_tree, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    output = blocker / "sub" / OUTPUT_NAMES.get(kind, "out")
+    code, err = cli(capsys, *command_writing_to(kind, output, checkpoint, dense_tree, tmp_path))
+    assert code == 2
+    assert f"cannot write {output}: {blocker} is a file, not a folder; choose another output path" in err
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_a_read_only_folder_is_explained(kind, checkpoint, dense_tree, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        try:
+            (locked / "probe").write_bytes(b"")
+        except PermissionError:
+            pass
+        else:  # root ignores permissions (as in CI containers): nothing to see
+            pytest.skip("this user can write into a 0o500 folder")
+        output = locked / OUTPUT_NAMES.get(kind, "out")
+        code, err = cli(capsys, *command_writing_to(kind, output, checkpoint, dense_tree, tmp_path))
+        assert code == 2
+        assert f"cannot write {output}: no permission to write into {locked}; choose a folder you can write to" in err
+        assert everything_under(locked) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old, complete")
+    fill_disk(monkeypatch, Path, "write_bytes", after=0, path_arg=0)
+    with pytest.raises(VidsegError, match=f"cannot write {target}: no space left on the device"):
+        atomic_write_bytes(target, b"new" * 1000)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old, complete"
+    assert everything_under(tmp_path) == ["model.onnx"]
+
+
+def test_segment_full_disk_mid_video_leaves_no_file(checkpoint, tmp_path, monkeypatch, capsys):
+    import vidseg.data.video
+
+    write_frames(tmp_path / "frames", count=3)
+    results = tmp_path / "results"
+    real_write = vidseg.data.video.VideoWriter.write
+
+    def write_then_fill_disk(self, frame):
+        real_write(self, frame)  # the encoder has written real data into the temporary file by now
+        if self.num_frames == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(vidseg.data.video.VideoWriter, "write", write_then_fill_disk)
+    out = results / "out.mp4"
+    code, err = cli(capsys, "segment", tmp_path / "frames", "--checkpoint", checkpoint, "--out", out, "--no-progress")
+    assert code == 2 and f"cannot write {out}: no space left on the device" in err
+    assert everything_under(results) == []
+
+
+def test_segment_full_disk_mid_masks_leaves_no_folder(checkpoint, tmp_path, monkeypatch, capsys):
+    write_frames(tmp_path / "frames", count=3)
+    results = tmp_path / "results"
+    results.mkdir()
+    fill_disk(monkeypatch, Image.Image, "save", after=1, path_arg=1)
+    masks = results / "masks"
+    code, err = cli(capsys, "segment", tmp_path / "frames", "--checkpoint", checkpoint, "--masks", masks,
+                    "--no-progress")
+    assert code == 2 and f"cannot write {masks}: no space left on the device" in err
+    assert everything_under(results) == []
+
+
+def test_evaluate_full_disk_writing_results_leaves_no_file(checkpoint, dense_tree, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    fill_disk(monkeypatch, Path, "write_bytes", after=0, path_arg=0)
+    out = results / "figures.json"
+    code, err = cli(capsys, "evaluate", "--checkpoint", checkpoint, "--data", dense_tree.root, "--num-frames", "2",
+                    "--max-samples", "1", "--no-tc", "--out", out)
+    assert code == 2 and f"cannot write {out}: no space left on the device" in err
+    assert everything_under(results) == []
+
+
+def test_train_full_disk_at_a_checkpoint_keeps_the_previous_one(dense_tree, tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path / "run.yaml", dense_tree.root, train={"steps": 3, "checkpoint_every": 1})
+    fill_disk(monkeypatch, torch, "save", after=1, path_arg=1)
+    run = tmp_path / "run"
+    code, err = cli(capsys, "train", config, "--out", run)
+    assert code == 2 and f"cannot write {run / 'last.pt'}: no space left on the device" in err
+    monkeypatch.undo()
+    assert load_checkpoint(run / "last.pt")["step"] == 1
+    assert not [name for name in everything_under(run) if name.startswith(".")]
+
+
+def test_prepare_full_disk_leaves_no_partial_array_and_no_manifest(dense_tree, tmp_path, monkeypatch, capsys):
+    fill_disk(monkeypatch, np, "save", after=1, path_arg=0)
+    cache = tmp_path / "cache"
+    code, err = cli(capsys, "prepare", "--root", dense_tree.root, "--out", cache, "--size", "16x32")
+    assert code == 2 and "no space left on the device" in err and f"cannot write {cache}" in err
+    left = everything_under(cache)
+    assert not [name for name in left if Path(name).name.startswith(".")]
+    assert "manifest.json" not in left
+    for array in cache.rglob("*.npy"):
+        np.load(array)  # whatever is there is complete
+    with pytest.raises(VidsegError, match="is not a frame cache"):
+        FrameCache(cache)
+
+
+def test_synth_full_disk_mid_generation_leaves_nothing(tmp_path, monkeypatch, capsys):
+    fill_disk(monkeypatch, Image.Image, "save", after=3, path_arg=1)
+    out = tmp_path / "synth"
+    code, err = cli(capsys, "synth", "--out", out, "--sequences", "1", "--frames", "3", "--size", "16x16")
+    assert code == 2 and f"cannot write {out}: no space left on the device" in err
+    assert everything_under(tmp_path) == []
+
+
+def test_a_full_disk_that_no_module_explains_still_gets_one_line(tmp_path, monkeypatch, capsys):
+    import vidseg.data.synthcity
+
+    def generate(out, **settings):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(out) / "synthcity.json"))
+
+    monkeypatch.setattr(vidseg.data.synthcity, "generate", generate)
+    code, err = cli(capsys, "synth", "--out", tmp_path / "synth")
+    assert code == 2
+    assert err.strip() == (
+        f"vidseg synth: error: No space left on device ({tmp_path / 'synth' / 'synthcity.json'}); free some space "
+        "or write somewhere else"
+    )
+
+
+def test_existing_outputs_are_refused_unless_overwrite(checkpoint, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    write_frames(frames)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "0.png").write_bytes(b"earlier result")
+    args = ["segment", frames, "--checkpoint", checkpoint, "--masks", masks, "--no-progress"]
+    code, err = cli(capsys, *args)
+    assert code == 2 and f"output folder {masks} already exists and is not empty; pass --overwrite" in err
+    assert (masks / "0.png").read_bytes() == b"earlier result"
+
+    (masks / "notes.txt").write_text("mine")  # --overwrite never deletes what vidseg could not have written
+    code, err = cli(capsys, *args, "--overwrite")
+    assert code == 2 and "holds 1 other entries (notes.txt)" in err and "choose another folder" in err
+    assert everything_under(masks) == ["0.png", "notes.txt"]
+
+    existing = tmp_path / "synth"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, err = cli(capsys, "synth", "--out", existing, "--sequences", "1", "--frames", "2", *extra)
+        assert code == 2 and str(existing) in err
+        assert ("not a SynthCity dataset" if extra else "already exists and is not empty") in err
+    assert everything_under(existing) == ["notes.txt"]
+    existing_file = tmp_path / "data.bin"
+    existing_file.write_bytes(b"x")
+    code, err = cli(capsys, "synth", "--out", existing_file)
+    assert code == 2 and f"{existing_file} is a file; --out must name a folder" in err
+
+
+def test_train_refuses_a_directory_that_holds_a_run(dense_tree, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "run.yaml", dense_tree.root, train={"steps": 1})
+    assert cli(capsys, "train", config, "--out", run)[0] == 0
+    before = (run / "last.pt").read_bytes()
+    code, err = cli(capsys, "train", config, "--out", run)
+    assert code == 2 and f"{run} already holds a run (last.pt); continue it with --resume {run}" in err
+    assert (run / "last.pt").read_bytes() == before
+
+    code, err = cli(capsys, "train", "--resume", run, "--set", "data.label_set=report")
+    assert code == 2
+    assert f"the checkpoint holds {MODEL} with 19 classes but the config asks for {MODEL} with 20" in err
+    assert (run / "last.pt").read_bytes() == before
+
+
 # --------------------------------------------------------------------------------------- bad input frames
 
 
@@ -232,6 +413,40 @@ def test_segment_names_an_unreadable_frame_and_writes_nothing(damage, detail, ch
 
 def write_text(path: Path) -> None:
     path.write_text("this is not a video\n" * 50)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda path: truncate(write_mp4(path)), "cannot be opened"),
+        (lambda path: truncate(write_mp4(path, faststart=True)), "ended after 3 frames but its header announces 12"),
+        (write_text, "cannot be opened"),
+        (lambda path: path.write_bytes(b""), "cannot be opened"),
+    ],
+    ids=["truncated mp4", "truncated faststart mp4", "text named .mp4", "empty .mp4"],
+)
+def test_segment_explains_a_broken_video_and_writes_nothing(make, expected, checkpoint, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    make(video)
+    results = tmp_path / "results"
+    code, err = cli(capsys, "segment", video, "--checkpoint", checkpoint, "--out", results / "out.mp4",
+                    "--masks", results / "masks", "--no-progress")
+    assert code == 2 and f"video {video} {expected}" in err and "re-download it" in err
+    assert not results.exists() or everything_under(results) == []
+
+
+def test_segment_explains_missing_inputs_and_empty_folders(checkpoint, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    missing = tmp_path / "holiday.mp4"
+    code, err = cli(capsys, "segment", missing, "--checkpoint", checkpoint, "--masks", masks)
+    assert code == 2 and f"input {missing} does not exist; pass a video file, a folder of frames" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = cli(capsys, "segment", empty, "--checkpoint", checkpoint, "--masks", masks)
+    assert code == 2 and f"folder {empty} contains no frames" in err and "found nothing" in err
+    code, err = cli(capsys, "segment", f"{empty}/*.png", "--checkpoint", checkpoint, "--masks", masks)
+    assert code == 2 and "matches no image files" in err
+    assert not masks.exists()
 
 
 def test_segment_reads_grey_rgba_and_16_bit_frames_as_their_rgb_equivalents(checkpoint, tmp_path, capsys):
@@ -316,6 +531,38 @@ CHECKPOINT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("command, make", CHECKPOINT_CASES)
+def test_bad_checkpoints_are_explained_by_every_command(command, make, dense_tree, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    expected = make(path)
+    out = tmp_path / "out"
+    write_frames(tmp_path / "frames", count=1)
+    args = {
+        "segment": ["segment", tmp_path / "frames", "--checkpoint", path, "--masks", out],
+        "evaluate": ["evaluate", "--checkpoint", path, "--data", dense_tree.root, "--out", out / "r.json"],
+        "export": ["export", "--checkpoint", path, "--out", out / "model.onnx"],
+        "train --set train.init_from": ["train", write_config(tmp_path / "run.yaml", dense_tree.root), "--out", out,
+                                        "--set", f"train.init_from={path}"],
+    }[command]
+    code, err = cli(capsys, *args)
+    assert code == 2 and str(path) in err and expected in err
+    assert not [name for name in everything_under(tmp_path) if name.startswith("out/") and "config" not in name]
+
+
+def test_a_checkpoint_for_another_label_set_is_refused_by_segment_and_evaluate(dense_tree, tmp_path, capsys):
+    path = tmp_path / "seven.pt"
+    payload = checkpoint_payload(num_classes=7)
+    del payload["label_set"]
+    save_checkpoint(path, payload)
+    write_frames(tmp_path / "frames", count=1)
+    code, err = cli(capsys, "segment", tmp_path / "frames", "--checkpoint", path, "--masks", tmp_path / "masks")
+    assert code == 2 and f"checkpoint {path} predicts 7 classes but names label set 'cityscapes'" in err
+    code, err = cli(capsys, "evaluate", "--checkpoint", path, "--data", dense_tree.root, "--num-frames", "2",
+                    "--no-tc", "--out", tmp_path / "r.json")
+    assert code == 2 and "the model predicts 7 classes but label set 'cityscapes' has 19" in err
+    assert everything_under(tmp_path) == ["frames", "frames/0.png", "seven.pt"]
+
+
 # -------------------------------------------------------------------------------------- bad dataset files
 
 
@@ -360,6 +607,25 @@ def test_damaged_dataset_files_are_named_and_nothing_is_written(command, damage,
     left = everything_under(out) if out.exists() else []
     assert not [name for name in left if Path(name).name.startswith(".")]
     assert not [name for name in left if name.endswith((".json", ".md", ".pt")) and name != "prepare.json"]
+
+
+def test_unknown_label_ids_are_ignored_like_void_and_reported_once(checkpoint, tmp_path, caplog, capsys):
+    unknown, void = small_tree(tmp_path / "unknown"), small_tree(tmp_path / "void")
+    figures = {}
+    for tree, label_id in ((unknown, 200), (void, 0)):
+        path = label_file(tree)
+        ids = read_label_ids(path)
+        ids[:, : WIDTH // 2] = label_id
+        Image.fromarray(ids).save(path)
+        out = tmp_path / f"{tree.root.name}.json"
+        code, _ = cli(capsys, "evaluate", "--checkpoint", checkpoint, "--data", tree.root, "--num-frames", "2",
+                      "--no-tc", "--out", out)
+        assert code == 0
+        results = json.loads(out.read_text())
+        figures[label_id] = {key: results[key] for key in ("miou", "macc", "aacc", "iou")}
+    assert json.dumps(figures[200]) == json.dumps(figures[0])
+    warnings = [record.getMessage() for record in caplog.records if "not in the Cityscapes" in record.getMessage()]
+    assert len(warnings) == 1 and str(label_file(unknown)) in warnings[0] and "labelIds 200" in warnings[0]
 
 
 @pytest.mark.parametrize("command", ["evaluate", "train", "prepare"])
@@ -410,7 +676,53 @@ def test_config_errors_name_the_key_and_the_file_and_start_nothing(text, overrid
     assert everything_under(tmp_path) == ["run.yaml"]
 
 
+def test_missing_or_unreadable_config_files_are_explained(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    code, err = cli(capsys, "train", missing)
+    assert code == 2 and f"config file {missing} does not exist; see configs/ for examples" in err
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    code, err = cli(capsys, "train", binary)
+    assert code == 2 and f"cannot read config file {binary}" in err and "codec can't decode" in err
+    code, err = cli(capsys, "train", tmp_path)
+    assert code == 2 and f"cannot read config file {tmp_path}" in err and "Is a directory" in err
+
+
+def test_resume_without_a_loadable_checkpoint_is_explained(tmp_path, capsys):
+    code, err = cli(capsys, "train", "--resume", tmp_path / "absent")
+    assert code == 2 and f"--resume {tmp_path / 'absent'}: no such run directory" in err
+    run = tmp_path / "run"
+    run.mkdir()
+    code, err = cli(capsys, "train", "--resume", run)
+    assert code == 2 and "the directory holds no checkpoint (last.pt, best.pt or step-*.pt)" in err
+    (run / "last.pt").write_bytes(b"junk")
+    (run / "best.pt").write_bytes(b"")
+    code, err = cli(capsys, "train", "--resume", run)
+    assert code == 2 and f"--resume {run}: no checkpoint loads" in err
+    assert f"{run / 'last.pt'} is truncated or corrupt" in err and f"{run / 'best.pt'} is truncated or corrupt" in err
+
+
 # ---------------------------------------------------------------------------------- bad command arguments
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "big"], "--size: size must be HEIGHTxW"),
+        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "0x32"], "--size: size must be HEIGHTxW"),
+        (["synth", "--out", "{tmp}/synth", "--size", "4x4"], "--size 4x4 is too small; use at least 8x8"),
+        (["synth", "--out", "{tmp}/synth", "--sequences", "0"], "--sequences and --frames must be at least 1"),
+        (["evaluate", "--checkpoint", "{checkpoint}", "--data", "{root}", "--size", "wide"], "--size expects HEIGHTxW"),
+        (["evaluate", "--checkpoint", "{checkpoint}", "--data", "{root}", "--num-frames", "40"], "do not fit the data"),
+    ],
+    ids=["prepare size not a size", "prepare zero size", "synth tiny size", "synth no sequences",
+         "evaluate size not a size", "evaluate window too long"],
+)
+def test_bad_arguments_are_explained_and_start_nothing(args, expected, checkpoint, dense_tree, tmp_path, capsys):
+    values = {"root": dense_tree.root, "tmp": tmp_path, "checkpoint": checkpoint}
+    code, err = cli(capsys, *[arg.format(**values) for arg in args])
+    assert code == 2 and expected in err
+    assert everything_under(tmp_path) == []
 
 
 # ------------------------------------------------------------------------------- a fresh process, no hangs
@@ -487,14 +799,54 @@ def valid_mp4(tmp_path_factory) -> bytes:
     return write_mp4(tmp_path_factory.mktemp("video") / "clip.mp4", num_frames=4).read_bytes()
 
 
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+def test_any_bytes_as_a_video_give_frames_or_a_vidseg_error(data, valid_mp4, tmp_path_factory):
+    content = data.draw(st.one_of(st.binary(max_size=300), damaged(valid_mp4)))
+    path = tmp_path_factory.mktemp("fuzz", numbered=True) / "clip.mp4"
+    path.write_bytes(content)
+    try:
+        frames = list(open_frames(path))
+    except VidsegError as error:
+        assert str(path) in str(error)
+    else:
+        assert frames and all(frame.shape == (HEIGHT, WIDTH, 3) and frame.dtype == np.uint8 for frame in frames)
+
+
 # -------------------------------------------------------------------------------- property-based: any size
 
 SIDE = st.integers(1, 40)
 
 
+@settings(FUZZ, max_examples=60)
+@given(height=SIDE, width=SIDE, out_height=SIDE, out_width=SIDE, crop=st.booleans(), seed=st.integers(0, 2**16))
+def test_clip_transform_gives_the_asked_size_and_only_known_labels_for_any_size(
+    height, width, out_height, out_width, crop, seed
+):
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 19, (2, height, width), dtype=torch.uint8, generator=generator)
+    transform = ClipTransform((out_height, out_width), scale_range=(0.5, 2.0) if crop else None, crop=crop,
+                              hflip=True)
+    out_frames, out_labels = transform(frames, labels, generator)
+    assert out_frames.shape == (2, 3, out_height, out_width) and out_frames.dtype == torch.uint8
+    assert out_labels.shape == (2, out_height, out_width)
+    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist()) | {255}
+
+
 @pytest.fixture(scope="module")
 def segmenter(checkpoint) -> Segmenter:
     return Segmenter(checkpoint)
+
+
+@settings(FUZZ, max_examples=20)
+@given(height=SIDE, width=SIDE, working=st.one_of(st.none(), st.tuples(SIDE, SIDE)), seed=st.integers(0, 2**16))
+def test_segmenter_labels_every_pixel_of_any_small_frame(segmenter, height, width, working, seed):
+    frame = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    segmenter.reset()
+    segmenter.size = working
+    labels = segmenter.segment_frame(frame)
+    assert labels.shape == (height, width) and labels.dtype == np.uint8 and labels.max() < 19
 
 
 CONFIG_VALUES = st.one_of(

@@ -42,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     except VidsegError as error:
         print(f"vidseg {args.command}: error: {user_message(error)}", file=sys.stderr)
         return 2
+    except OSError as error:
+        from vidseg.fileio import WRITE_ERRNOS
+
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        # A write that no module explained (a log line, a third-party writer): still no traceback.
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"vidseg {args.command}: error: {error.strerror}{where}; free some space or write somewhere else",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"vidseg {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ import torch
 
 from vidseg.consistency import TemporalConsistency, VideoConsistency
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_path
+from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import IGNORE_INDEX, ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
 
 PROTOCOLS = ("standard", "report")
@@ -166,7 +166,7 @@ def evaluate_model(
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     save_dir = Path(save_predictions) if save_predictions is not None else None
     if save_dir is not None:
-        save_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(save_dir)
 
     from tqdm import tqdm
 

@@ -36,7 +36,7 @@ from vidseg import checkpoint as ckpt
 from vidseg import distributed
 from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_write_text
+from vidseg.fileio import atomic_write_text, explained_write_errors, make_folder
 from vidseg.metrics import all_reduce_sum
 
 IGNORE_INDEX = 255
@@ -462,7 +462,7 @@ class MetricsLog:
             return
         from vidseg.metrics import nan_to_none
 
-        with open(self.path, "a", encoding="utf-8") as f:
+        with explained_write_errors(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(nan_to_none(event)) + "\n")
         self.events += 1
         if self.writer is not None:
@@ -571,7 +571,7 @@ class Trainer:
             self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=device_ids)
 
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(self.run_dir)
             for stale in self.run_dir.glob(".*.tmp.*"):
                 stale.unlink(missing_ok=True)  # left by a process killed while writing
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))

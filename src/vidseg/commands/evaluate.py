@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
     from vidseg.errors import VidsegError
     from vidseg.evaluate import evaluate_model, results_markdown
-    from vidseg.fileio import atomic_write_text
+    from vidseg.fileio import atomic_write_text, check_writable
 
     started = time.monotonic()
     checkpoint_path = Path(args.checkpoint)
@@ -93,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     size = _parse_size(args.size, "--size") if args.size else _config_size(data_config.get("size"))
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
+    out = (
+        Path(args.out)
+        if args.out
+        else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}.json")
+    )
+    check_writable(out)  # fail now, not after the evaluation
 
     rank, world_size, device = _start_processes(args.device)
     # Each protocol reads the labels in the set that describes its ground truth exactly.
@@ -134,11 +140,6 @@ def run(args: argparse.Namespace) -> int:
     }
     if rank != 0:
         return 0
-    out = (
-        Path(args.out)
-        if args.out
-        else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}.json")
-    )
     table = results_markdown(results, title=f"{checkpoint['model_name']} on {root} ({split})")
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), table)

@@ -50,7 +50,7 @@ from vidseg.data.cityscapes import (
 )
 from vidseg.data.transforms import resize_frames, resize_labels
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_path, atomic_write_text
+from vidseg.fileio import atomic_path, atomic_write_text, make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,7 @@ def prepare_cache(
     # Files of an earlier (possibly interrupted) run are reused only when it cached the same source at the same
     # size; the marker is written before any file.
     identity = {"source": str(root), "size": list(size), "dense": dense}
+    make_folder(out)
     reuse = _read_json(out / PREPARING) == identity
     atomic_write_text(out / PREPARING, json.dumps(identity))
 

@@ -44,7 +44,7 @@ from PIL import Image
 
 from vidseg.data.labels import LABEL_BY_NAME
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_write_text
+from vidseg.fileio import atomic_write_text, check_writable, explained_write_errors, make_folder
 
 FORMAT = "synthcity"
 VERSION = 1
@@ -544,6 +544,9 @@ def generate(
     if sequences < 1 or frames < 1 or height < 8 or width < 8:
         raise ValueError(f"need sequences >= 1, frames >= 1 and size >= 8x8; got {sequences}, {frames}, {size}")
     val_sequences = max(1, sequences // 4) if val_sequences is None else int(val_sequences)
+    if out.exists() and not out.is_dir():
+        raise VidsegError(f"{out} is a file; --out must name a folder for the dataset")
+    check_writable(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise VidsegError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
@@ -552,17 +555,19 @@ def generate(
     counts = {"train": sequences, "val": val_sequences}
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
+    make_folder(partial, output=out)
     jobs = [
         (partial, split, index, seed, frames, (height, width), colour)
         for split in SPLITS
         for index in range(counts[split])
     ]
     try:
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(_write_sequence, jobs))
-        else:
-            results = [_write_sequence(job) for job in jobs]
+        with explained_write_errors(out):
+            if workers > 1:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    results = list(pool.map(_write_sequence, jobs))
+            else:
+                results = [_write_sequence(job) for job in jobs]
         meta = _metadata(results, seed, (height, width), frames, counts)
         atomic_write_text(partial / "synthcity.json", json.dumps(meta, indent=1))
         if out.exists():

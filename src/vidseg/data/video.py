@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_path
+from vidseg.fileio import atomic_path, check_writable, explained_write_errors, make_folder, output_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Output containers and how each is encoded; see VideoWriter for the pixel formats.
@@ -268,6 +268,7 @@ def check_output_file(path: str | os.PathLike, overwrite: bool) -> Path:
         raise VidsegError(f"output {path} is a folder; pass a file name such as {path / 'segmented.mp4'}")
     if path.exists() and not overwrite:
         raise VidsegError(f"output {path} already exists; pass --overwrite to replace it, or choose another name")
+    check_writable(path)
     return path
 
 
@@ -367,6 +368,7 @@ def check_output_folder(folder: str | os.PathLike, overwrite: bool, suffix: str 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise VidsegError(f"output folder {folder} is a file; pass a folder name")
+    check_writable(folder)
     if folder.is_dir():
         entries = list(folder.iterdir())
         if entries and not overwrite:
@@ -400,8 +402,11 @@ class ImageFolderWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> ImageFolderWriter:
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".tmp", dir=self.folder.parent))
+        make_folder(self.folder.parent, output=self.folder)
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".tmp", dir=self.folder.parent))
+        except OSError as error:
+            raise output_error(self.folder, error) from error
         self._tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; use the usual mode
         return self
 
@@ -409,7 +414,8 @@ class ImageFolderWriter:
         """Save ``image`` (``[H, W]`` or ``[H, W, 3]`` uint8) as ``name.png``."""
         from PIL import Image
 
-        Image.fromarray(image).save(self._tmp / f"{name}.png", compress_level=1)
+        with explained_write_errors(self.folder):
+            Image.fromarray(image).save(self._tmp / f"{name}.png", compress_level=1)
         self.num_images += 1
 
     def __exit__(self, exc_type, exc, traceback) -> None:
