@@ -248,8 +248,10 @@ def test_segment_full_disk_mid_video_leaves_no_file(checkpoint, tmp_path, monkey
     real_write = vidseg.data.video.VideoWriter.write
 
     def write_then_fill_disk(self, frame):
-        real_write(self, frame)  # the encoder has written real data into the temporary file by now
+        real_write(self, frame)
         if self.num_frames == 2:
+            half_written = [path for path in results.iterdir() if path.name.startswith(".out.")]
+            assert len(half_written) == 1  # the temporary video that must disappear
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(vidseg.data.video.VideoWriter, "write", write_then_fill_disk)
@@ -640,7 +642,7 @@ def test_missing_and_empty_dataset_roots_are_explained(command, checkpoint, tmp_
         }[command]
         code, err = cli(capsys, *args)
         assert code == 2 and str(root) in err and expected in err
-    assert everything_under(tmp_path) == ["empty", "run.yaml"] if command == "train" else ["empty"]
+    assert everything_under(tmp_path) == ["empty", "run.yaml"]  # no results, run folder or cache
 
 
 # ------------------------------------------------------------------------------------------- bad configs
