@@ -381,8 +381,9 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_
     with pytest.raises(VidsegError) as caught:
         train(config, run, log=quiet)
     message = str(caught.value)
-    assert "loss became" in message and "at step" in message and "last good checkpoint" in message
+    assert "loss became" in message and "at step" in message and "checkpoints in" in message
     failed_step = int(message.split("at step ")[1].split()[0])
+    assert f"newest at step {failed_step - 1}" in message
     kept = load_checkpoint(run / "last.pt")
     assert kept["step"] == failed_step - 1
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())

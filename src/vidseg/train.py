@@ -580,6 +580,8 @@ class Trainer:
             self.metrics_log.keep_first(payload["log_events"])
         self.stop_requested = False
         self.last_saved: tuple | None = None
+        self.checkpoint_step = payload["step"] if payload is not None else None
+        """Step of the newest checkpoint of the run."""
         self.session_start = time.monotonic()
         self.bar = None
 
@@ -803,20 +805,18 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
+        if flags[3] > 0 or (self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps):
+            return loss_value, "budget"
         if flags[2] > 0:
             return loss_value, "sigterm"
-        if self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps:
-            return loss_value, "budget"
-        if flags[3] > 0:
-            return loss_value, "budget"
         return loss_value, ""
 
     def _stop_on_nonfinite(self, value: float) -> None:
         progress = self.progress
         step = progress.step + 1
         self.metrics_log.write({"event": "nonfinite", "step": step, "epoch": progress.epoch, "loss": value})
-        if self.last_saved is not None:
-            kept = f"the last good checkpoint {self.run_dir / 'last.pt'} (step {self.last_saved[0]}) is kept"
+        if self.checkpoint_step is not None:
+            kept = f"the run's checkpoints in {self.run_dir} (the newest at step {self.checkpoint_step}) are kept"
         else:
             kept = "no checkpoint had been written yet"
         raise VidsegError(
@@ -971,6 +971,7 @@ class Trainer:
         if keep_copy:
             self._save(f"step-{progress.step:07d}.pt")
         self.last_saved = where
+        self.checkpoint_step = progress.step
 
     def _catch_sigterm(self):
         def request_stop(signum, frame):
