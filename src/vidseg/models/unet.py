@@ -66,7 +66,7 @@ class RecurrentUNet(nn.Module):
         """The size a frame of ``height x width`` is zero-padded to internally."""
         m = self.size_multiple
         minimum = MIN_BOTTOM_SIZE * m
-        return max(minimum, -(-height // m) * m), max(minimum, -(-width // m) * m)
+        return max(minimum, (height + m - 1) // m * m), max(minimum, (width + m - 1) // m * m)
 
     def _check_frame(self, frame: torch.Tensor) -> None:
         if frame.dim() != 4:
