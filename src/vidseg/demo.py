@@ -368,20 +368,21 @@ def _save_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def _plot_per_position(path: Path, results: dict[str, Any]) -> str:
+def _figure(width: float):
+    """A new matplotlib figure and axes on the non-interactive backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for name, result in results.items():
-        position = result["per_position"]
-        axes.plot(position["frames_seen"], [_pct(v) for v in position["miou"]], marker="o", label=name)
-    axes.set_xlabel("frames seen (position in the sequence)")
+    return plt.subplots(figsize=(width, 3.5), dpi=120)
+
+
+def _save_figure(figure, axes, path: Path, title: str) -> str:
+    import matplotlib.pyplot as plt
+
     axes.set_ylabel("mIoU (%)")
-    axes.set_title("mIoU by number of frames seen, all held-out frames")
-    axes.grid(alpha=0.3)
+    axes.set_title(title)
     axes.legend()
     figure.tight_layout()
     with atomic_path(path) as tmp:
@@ -390,14 +391,19 @@ def _plot_per_position(path: Path, results: dict[str, Any]) -> str:
     return path.name
 
 
+def _plot_per_position(path: Path, results: dict[str, Any]) -> str:
+    figure, axes = _figure(6)
+    for name, result in results.items():
+        position = result["per_position"]
+        axes.plot(position["frames_seen"], [_pct(v) for v in position["miou"]], marker="o", label=name)
+    axes.set_xlabel("frames seen (position in the sequence)")
+    axes.grid(alpha=0.3)
+    return _save_figure(figure, axes, path, "mIoU by number of frames seen, all held-out frames")
+
+
 def _plot_corruption(path: Path, results: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = ["clean", *next(iter(results.values()))["corruption"]["types"]]
-    figure, axes = plt.subplots(figsize=(7, 3.5), dpi=120)
+    figure, axes = _figure(7)
     width = 0.8 / len(results)
     for offset, (name, result) in enumerate(results.items()):
         corruption = result["corruption"]
@@ -405,15 +411,8 @@ def _plot_corruption(path: Path, results: dict[str, Any]) -> str:
         values += [_pct(corruption["types"].get(kind, {}).get("miou")) for kind in groups[1:]]
         axes.bar(np.arange(len(groups)) + offset * width - 0.4 + width / 2, values, width, label=name)
     axes.set_xticks(np.arange(len(groups)), groups)
-    axes.set_ylabel("mIoU (%)")
-    axes.set_title("mIoU per corruption type, held-out frames")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
-    return path.name
+    return _save_figure(figure, axes, path, "mIoU per corruption type, held-out frames")
 
 
 def _pct(value) -> float:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models import blocks, temporal
-from vidseg.models.unet import RecurrentUNet, State
+from vidseg.models.unet import RecurrentUNet, State, check_state
 
 _ACTIVATIONS = {
     "none": lambda x: x,
@@ -234,7 +234,7 @@ class InferenceUNet(nn.Module):
             x = stage(x)
             features.append(x)
         if self.is_temporal:
-            state = self.source.check_state(state, features)
+            state = check_state(state, features)
             skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, state)]
             new_state: State = tuple(skips)
         else:
@@ -265,19 +265,6 @@ class _Geometry:
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         return self._model.padded_size(height, width)
-
-    def check_state(self, state, features):
-        if state is None or len(state) == 0:
-            return (None,) * len(features)
-        if len(state) != len(features):
-            raise ValueError(f"state has {len(state)} tensors, the model has {len(features)} temporal units")
-        for level, (f, h) in enumerate(zip(features, state)):
-            if h.shape != f.shape:
-                raise ValueError(
-                    f"state at level {level} has shape {tuple(h.shape)} but this frame needs {tuple(f.shape)}; "
-                    "frame size or batch size changed mid-sequence: reset the state (state=None)"
-                )
-        return state
 
 
 def optimize_for_inference(

@@ -23,6 +23,24 @@ State = tuple[torch.Tensor, ...]
 MIN_BOTTOM_SIZE = 4
 
 
+def check_state(state: State | None, features: list[torch.Tensor]) -> tuple:
+    """The state to use with this frame's encoder ``features``: one entry per level (None = zeros).
+
+    Raises ValueError when the state does not fit the frame (its size or batch changed mid-sequence).
+    """
+    if state is None or len(state) == 0:
+        return (None,) * len(features)
+    if len(state) != len(features):
+        raise ValueError(f"state has {len(state)} tensors, the model has {len(features)} temporal units")
+    for level, (feature, hidden) in enumerate(zip(features, state)):
+        if hidden.shape != feature.shape:
+            raise ValueError(
+                f"state at level {level} has shape {tuple(hidden.shape)} but this frame needs "
+                f"{tuple(feature.shape)}; frame size or batch size changed mid-sequence: reset the state (state=None)"
+            )
+    return tuple(state)
+
+
 class RecurrentUNet(nn.Module):
     """UNet with temporal units on its skip paths and bottom.
 
@@ -102,17 +120,7 @@ class RecurrentUNet(nn.Module):
             features.append(x)
 
         if self.is_temporal:
-            if state is None or len(state) == 0:
-                state = (None,) * len(features)
-            elif len(state) != len(features):
-                raise ValueError(f"state has {len(state)} tensors, the model has {len(features)} temporal units")
-            else:
-                for level, (f, h) in enumerate(zip(features, state)):
-                    if h.shape != f.shape:
-                        raise ValueError(
-                            f"state at level {level} has shape {tuple(h.shape)} but this frame needs {tuple(f.shape)}; "
-                            "frame size or batch size changed mid-sequence: reset the state (state=None)"
-                        )
+            state = check_state(state, features)
             skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, state)]
             new_state: State = tuple(skips)
         else:
