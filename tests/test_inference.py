@@ -69,3 +69,5 @@ def test_fused_model_rejects_bad_frames_like_the_model():
     _, state = fused.step(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="frame size or batch size changed"):
         fused.step(torch.randn(1, 3, 48, 32), state)
+    with pytest.raises(ValueError, match=r"expects a clip \[B, T, 3, H, W\]"):
+        fused(torch.randn(1, 3, 32, 32))

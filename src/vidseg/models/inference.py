@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models import blocks, temporal
-from vidseg.models.unet import RecurrentUNet, State, check_state
+from vidseg.models.unet import RecurrentUNet, State, run_clip, run_levels
 
 _ACTIVATIONS = {
     "none": lambda x: x,
@@ -228,30 +228,12 @@ class InferenceUNet(nn.Module):
         padded_h, padded_w = self.source.padded_size(height, width)
         x = F.pad(frame.to(self.dtype), (0, padded_w - width, 0, padded_h - height))
         x = x.contiguous(memory_format=self.memory_format)
-
-        features = []
-        for stage in self.encoder:
-            x = stage(x)
-            features.append(x)
-        if self.is_temporal:
-            state = check_state(state, features)
-            skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, state)]
-            new_state: State = tuple(skips)
-        else:
-            skips, new_state = features, ()
-        y = skips[-1]
-        for level in reversed(range(len(self.decoder))):
-            y = self.decoder[level](y, skips[level])
-        logits = self.head(y)[..., :height, :width]
-        return logits, new_state
+        logits, state = run_levels(self, x, state)
+        return logits[..., :height, :width], state
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        outputs = []
-        for t in range(frames.shape[1]):
-            logits, state = self.step(frames[:, t], state)
-            outputs.append(logits)
-        return torch.stack(outputs, dim=1), state
+        return run_clip(self.step, frames, state, self.source.in_channels)
 
 
 class _Geometry:
@@ -265,6 +247,10 @@ class _Geometry:
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         return self._model.padded_size(height, width)
+
+    @property
+    def in_channels(self) -> int:
+        return self._model.in_channels
 
 
 def optimize_for_inference(

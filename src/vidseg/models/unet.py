@@ -41,6 +41,42 @@ def check_state(state: State | None, features: list[torch.Tensor]) -> tuple:
     return tuple(state)
 
 
+def run_levels(model: nn.Module, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    """Encoder, temporal units, decoder and head on one padded frame: the body of ``step``.
+
+    Shared by ``RecurrentUNet`` and its fused inference copy (``vidseg.models.inference``), which have the same
+    ``encoder``, ``temporal``, ``decoder`` and ``head`` module lists. Returns padded logits and the new state.
+    """
+    features = []
+    for stage in model.encoder:
+        x = stage(x)
+        features.append(x)
+    if model.is_temporal:
+        state = check_state(state, features)
+        skips = [unit(f, h) for unit, f, h in zip(model.temporal, features, state)]
+        new_state: State = tuple(skips)
+    else:
+        skips, new_state = features, ()
+    y = skips[-1]
+    for level in reversed(range(len(model.decoder))):
+        y = model.decoder[level](y, skips[level])
+    return model.head(y), new_state
+
+
+def run_clip(step, frames: torch.Tensor, state: State | None, in_channels: int) -> tuple[torch.Tensor, State]:
+    """A clip ``[B, T, C, H, W]`` through ``step`` frame by frame, carrying the state."""
+    if frames.dim() != 5:
+        raise ValueError(
+            f"the model expects a clip [B, T, {in_channels}, H, W], got shape {tuple(frames.shape)}; "
+            "for a single frame [B, C, H, W] use model.step(frame, state), or add a time axis with frames[:, None]"
+        )
+    outputs = []
+    for t in range(frames.shape[1]):
+        logits, state = step(frames[:, t], state)
+        outputs.append(logits)
+    return torch.stack(outputs, dim=1), state
+
+
 class RecurrentUNet(nn.Module):
     """UNet with temporal units on its skip paths and bottom.
 
@@ -112,26 +148,8 @@ class RecurrentUNet(nn.Module):
         self._check_frame(frame)
         height, width = frame.shape[-2:]
         padded_h, padded_w = self.padded_size(height, width)
-        x = F.pad(frame, (0, padded_w - width, 0, padded_h - height))
-
-        features = []
-        for stage in self.encoder:
-            x = stage(x)
-            features.append(x)
-
-        if self.is_temporal:
-            state = check_state(state, features)
-            skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, state)]
-            new_state: State = tuple(skips)
-        else:
-            skips = features
-            new_state = ()
-
-        y = skips[-1]
-        for level in reversed(range(len(self.decoder))):
-            y = self.decoder[level](y, skips[level])
-        logits = self.head(y)
-        return logits[..., :height, :width], new_state
+        logits, state = run_levels(self, F.pad(frame, (0, padded_w - width, 0, padded_h - height)), state)
+        return logits[..., :height, :width], state
 
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Segment a clip frame by frame, carrying the state.
@@ -143,13 +161,4 @@ class RecurrentUNet(nn.Module):
         Returns:
             logits ``[B, T, num_classes, H, W]`` and the state after the last frame.
         """
-        if frames.dim() != 5:
-            raise ValueError(
-                f"the model expects a clip [B, T, {self.in_channels}, H, W], got shape {tuple(frames.shape)}; "
-                "for a single frame [B, C, H, W] use model.step(frame, state), or add a time axis with frames[:, None]"
-            )
-        outputs = []
-        for t in range(frames.shape[1]):
-            logits, state = self.step(frames[:, t], state)
-            outputs.append(logits)
-        return torch.stack(outputs, dim=1), state
+        return run_clip(self.step, frames, state, self.in_channels)
