@@ -73,6 +73,14 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def convolution_share(fn) -> float:
+    """Share of the CPU time of ``fn`` spent inside convolution kernels (torch.profiler, self time per op)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        fn()
+    times = {event.key: event.self_cpu_time_total for event in profiler.key_averages()}
+    return sum(t for name, t in times.items() if "conv" in name) / sum(times.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet-cgru-small-deep")
@@ -130,6 +138,7 @@ def main() -> None:
         print(f"{name}: streaming {args.stream_frames / seconds:.2f} frames/s", flush=True)
         with torch.no_grad():
             agreement[dtype] = (fused(clip)[0].float().argmax(2) == expected).float().mean().item()
+    conv_share = convolution_share(stream_fn(fused.step, frame, args.stream_frames, torch.float32))
 
     reference_train, reference_stream = rows[0][2], rows[0][3]
     lines = [
@@ -158,6 +167,12 @@ def main() -> None:
         "",
         f"Argmax agreement with the fp32 reference over the {args.window}-frame clip (fixed seed, fixed input): "
         f"fused fp32 {100 * agreement[torch.float32]:.3f}%, fused bf16 {100 * agreement[torch.bfloat16]:.3f}%.",
+        "",
+        f"Where the fused bf16 time goes: convolution kernels take {100 * conv_share:.0f}% of it (torch.profiler), "
+        f"so they run at {100 * rows[-1][3] * step_flops / 1e9 / conv_share / peak[torch.bfloat16]:.0f}% of the "
+        "bf16 matmul peak.",
+        f"Ceiling for the same work on this machine: bf16 matmul peak / reference GFLOP/s = "
+        f"{peak[torch.bfloat16] / (reference_stream * step_flops / 1e9):.2f}x the reference's streaming frames/s.",
     ]
     markdown = "\n".join(lines)
     print(markdown)
