@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import parse_size
+
 GIB = 1024**3
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_memory.md"
 
@@ -222,11 +224,6 @@ def kept_for_backward(row: dict, size: tuple[int, int]) -> float | None:
     if point is None:
         return None
     return point["saved_bytes"] * size[0] * size[1] / (point["size"][0] * point["size"][1])
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
 
 
 def main() -> None:

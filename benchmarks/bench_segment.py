@@ -31,14 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import parse_size
+
 MODEL = "resnet-cgru-small-deep"
 MEMORY_CHECKPOINT = 100  # frame after which the first peak-memory reading is taken
 FLAT_FROM = 10  # first frame of the flatness figures (frames before it warm up caches and kernels)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
 
 
 def peak_rss_mib() -> float:

@@ -1,4 +1,8 @@
-"""Helpers shared by the benchmark scripts: timing, matmul peak, result files."""
+"""Helpers shared by the benchmark scripts: sizes, timing, matmul peak, result files.
+
+torch is imported inside the functions that need it: the memory and streaming benchmarks measure the resident
+memory of child processes and keep their parent process free of it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` (height, width)."""
+    height, width = text.lower().split("x")
+    return int(height), int(width)
 
 
 def best_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -24,8 +32,10 @@ def best_time(fn, repeats: int, warmup: int = 1) -> float:
     return min(times)
 
 
-def matmul_peak_gflops(dtype: torch.dtype, sizes=(2048, 4096), repeats: int = 5) -> float:
-    """Best achieved GFLOP/s of square matrix products on this machine, in ``dtype``."""
+def matmul_peak_gflops(dtype, sizes=(2048, 4096), repeats: int = 5) -> float:
+    """Best achieved GFLOP/s of square matrix products on this machine, in ``dtype`` (a torch dtype)."""
+    import torch
+
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n).to(dtype)
@@ -36,6 +46,8 @@ def matmul_peak_gflops(dtype: torch.dtype, sizes=(2048, 4096), repeats: int = 5)
 
 
 def machine_line() -> str:
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
