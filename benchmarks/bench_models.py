@@ -15,7 +15,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from common import best_time, matmul_peak_gflops, write_result
+from common import best_time, matmul_peak_gflops, parse_size, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidseg.models import build_model, optimize_for_inference
@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
 
     torch.manual_seed(0)
     peak = {torch.float32: matmul_peak_gflops(torch.float32), torch.bfloat16: matmul_peak_gflops(torch.bfloat16)}
