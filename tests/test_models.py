@@ -125,3 +125,9 @@ def test_state_of_another_size_is_a_clear_error():
 def test_unknown_name_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown model name 'resnet-lstm-small'.*vanilla-none-small-shallow"):
         build_model("resnet-lstm-small")
+
+
+def test_empty_clip_gives_a_clear_error():
+    model = build_model("vanilla-crnn-small-shallow").eval()
+    with pytest.raises(ValueError, match="no frames"):
+        model(torch.zeros(1, 0, 3, 32, 32))

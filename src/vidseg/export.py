@@ -37,6 +37,7 @@ from torch import nn
 
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
+from vidseg.models.unet import RecurrentUNet
 
 FORMAT = "vidseg-onnx-step-v1"
 DEFAULT_OPSET = 18
@@ -52,7 +53,9 @@ class StepFunction(nn.Module):
     the wrong way for sizes that need padding. The model then sees a frame that needs no padding of its own.
     """
 
-    def __init__(self, model: nn.Module):
+    model: RecurrentUNet
+
+    def __init__(self, model: RecurrentUNet):
         super().__init__()
         self.model = model
 
@@ -70,12 +73,12 @@ class StepFunction(nn.Module):
         return (logits, *new_states)
 
 
-def state_channels(model: nn.Module) -> list[int]:
+def state_channels(model: RecurrentUNet) -> list[int]:
     """Channels of each state tensor (empty for per-frame models)."""
     return list(model.channels) if model.is_temporal else []
 
 
-def build_metadata(model: nn.Module, checkpoint: Mapping[str, Any] | None = None) -> dict[str, str]:
+def build_metadata(model: RecurrentUNet, checkpoint: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The ``vidseg.*`` metadata stored in the ONNX file (all values are strings; lists are JSON)."""
     from vidseg.data.transforms import MEAN, STD
 
@@ -138,7 +141,7 @@ def initial_states(
 
 
 def export_onnx(
-    model: nn.Module,
+    model: RecurrentUNet,
     path: str | os.PathLike,
     *,
     checkpoint: Mapping[str, Any] | None = None,
@@ -177,6 +180,8 @@ def export_onnx(
             dynamo=True,
             verbose=False,
         )
+    if program is None:  # only the legacy TorchScript exporter returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
     proto = program.model_proto
     _name_dimensions(proto, model.num_classes, channels)
     for key, value in build_metadata(model, checkpoint).items():

@@ -26,14 +26,22 @@ _ACTIVATIONS = {
 }
 
 
+def _batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bn`` in eval mode as ``x * scale + shift`` per channel (float64)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("a BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return scale, bn.bias.detach().double() - bn.running_mean.double() * scale
+
+
 def _fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` as a single convolution (eval-mode statistics)."""
     weight = conv.weight.detach().double()
     bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(conv.out_channels).double()
     if bn is not None:
-        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        scale, shift = _batchnorm_affine(bn)
         weight = weight * scale.reshape(-1, 1, 1, 1)
-        bias = (bias - bn.running_mean.double()) * scale + bn.bias.detach().double()
+        bias = bias * scale + shift
     return weight.float(), bias.float()
 
 
@@ -48,6 +56,8 @@ class FusedConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, act: str = "none"):
         super().__init__()
+        if isinstance(conv.padding, str):
+            raise ValueError(f"cannot fuse a convolution with padding={conv.padding!r}; give the padding in pixels")
         weight, bias = _fold_batchnorm(conv, bn)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
@@ -80,12 +90,15 @@ class FusedConv(nn.Module):
         return _ACTIVATIONS[self.act](y)
 
 
-def _conv_bn_act(seq: nn.Sequential) -> FusedConv:
-    """Fuse a ``conv_bn_act`` Sequential [Conv2d, BatchNorm2d, optional activation]."""
-    act = "none"
-    if len(seq) == 3:
-        act = {nn.ReLU: "relu", nn.GELU: "gelu"}[type(seq[2])]
-    return FusedConv(seq[0], seq[1], act)
+def _conv_bn_act(seq: nn.Sequential, act: str | None = None) -> FusedConv:
+    """Fuse a ``conv_bn_act`` Sequential [Conv2d, BatchNorm2d, optional activation]; ``act`` overrides the
+    activation (e.g. one applied after a residual addition)."""
+    conv, bn = seq[0], seq[1]
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"expected [Conv2d, BatchNorm2d, ...], got [{type(conv).__name__}, {type(bn).__name__}, ...]")
+    if act is None:
+        act = {nn.ReLU: "relu", nn.GELU: "gelu"}[type(seq[2])] if len(seq) == 3 else "none"
+    return FusedConv(conv, bn, act)
 
 
 class FusedSequential(nn.Sequential):
@@ -97,7 +110,7 @@ class FusedResNetBlock(nn.Module):
         super().__init__()
         self.conv1 = _conv_bn_act(block.conv1)
         self.shortcut = FusedConv(block.shortcut)
-        self.conv2 = FusedConv(block.conv2[0], block.conv2[1], "relu")
+        self.conv2 = _conv_bn_act(block.conv2, act="relu")  # ReLU after the residual addition
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x), other=self.shortcut(x))
@@ -125,12 +138,15 @@ class FusedUp(nn.Module):
 
 
 class FusedConvNeXtUp(nn.Module):
+    norm_scale: torch.Tensor
+    norm_shift: torch.Tensor
+
     def __init__(self, up: blocks.ConvNeXtUp):
         super().__init__()
         # BatchNorm before a stride-2 transposed conv cannot fold into its bias; keep it as one affine op.
-        scale = up.norm.weight.detach() / torch.sqrt(up.norm.running_var + up.norm.eps)
-        self.register_buffer("norm_scale", scale.reshape(1, -1, 1, 1))
-        self.register_buffer("norm_shift", (up.norm.bias.detach() - up.norm.running_mean * scale).reshape(1, -1, 1, 1))
+        scale, shift = _batchnorm_affine(up.norm)
+        self.register_buffer("norm_scale", scale.float().reshape(1, -1, 1, 1))
+        self.register_buffer("norm_shift", shift.float().reshape(1, -1, 1, 1))
         self.upsample = up.upsample
         self.gate = FusedConv(up.gate)
         self.skip_attn = FusedConv(up.skip_attn, None, "sigmoid")
@@ -146,11 +162,13 @@ class FusedConvNeXtUp(nn.Module):
 
 
 class FusedConvRNN(nn.Module):
+    zero_state_bias: torch.Tensor
+
     def __init__(self, unit: temporal.ConvRNN):
         super().__init__()
         self.hidden_conv = FusedConv(unit.hidden_conv)
         self.input_conv = FusedConv(unit.input_conv, None, "relu")
-        self.register_buffer("zero_state_bias", unit.hidden_conv.bias.detach().reshape(1, -1, 1, 1).clone())
+        self.register_buffer("zero_state_bias", self.hidden_conv.bias.detach().reshape(1, -1, 1, 1).clone())
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:  # C_h * 0 is just C_h's bias
@@ -266,4 +284,6 @@ def optimize_for_inference(
     """
     source = copy.deepcopy(model).eval()
     fused = InferenceUNet(source, dtype, channels_last).eval()
-    return fused.to(dtype=dtype, memory_format=fused.memory_format) if channels_last else fused.to(dtype=dtype)
+    if channels_last:  # Module.to takes memory_format at run time; its type stubs leave it out
+        return fused.to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return fused.to(dtype=dtype)

@@ -11,11 +11,17 @@ per-frame models); ``None`` means the zero initial state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.blocks import BlockSet
+
+if TYPE_CHECKING:
+    from vidseg.models.inference import InferenceUNet
 
 State = tuple[torch.Tensor, ...]
 
@@ -23,7 +29,7 @@ State = tuple[torch.Tensor, ...]
 MIN_BOTTOM_SIZE = 4
 
 
-def check_state(state: State | None, features: list[torch.Tensor]) -> tuple:
+def check_state(state: State | None, features: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
     """The state to use with this frame's encoder ``features``: one entry per level (None = zeros).
 
     Raises ValueError when the state does not fit the frame (its size or batch changed mid-sequence).
@@ -41,7 +47,9 @@ def check_state(state: State | None, features: list[torch.Tensor]) -> tuple:
     return tuple(state)
 
 
-def run_levels(model: nn.Module, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+def run_levels(
+    model: RecurrentUNet | InferenceUNet, x: torch.Tensor, state: State | None
+) -> tuple[torch.Tensor, State]:
     """Encoder, temporal units, decoder and head on one padded frame: the body of ``step``.
 
     Shared by ``RecurrentUNet`` and its fused inference copy (``vidseg.models.inference``), which have the same
@@ -52,8 +60,8 @@ def run_levels(model: nn.Module, x: torch.Tensor, state: State | None) -> tuple[
         x = stage(x)
         features.append(x)
     if model.is_temporal:
-        state = check_state(state, features)
-        skips = [unit(f, h) for unit, f, h in zip(model.temporal, features, state)]
+        hidden = check_state(state, features)
+        skips = [unit(f, h) for unit, f, h in zip(model.temporal, features, hidden)]
         new_state: State = tuple(skips)
     else:
         skips, new_state = features, ()
@@ -63,18 +71,26 @@ def run_levels(model: nn.Module, x: torch.Tensor, state: State | None) -> tuple[
     return model.head(y), new_state
 
 
-def run_clip(step, frames: torch.Tensor, state: State | None, in_channels: int) -> tuple[torch.Tensor, State]:
+def run_clip(
+    step: Callable[[torch.Tensor, State | None], tuple[torch.Tensor, State]],
+    frames: torch.Tensor,
+    state: State | None,
+    in_channels: int,
+) -> tuple[torch.Tensor, State]:
     """A clip ``[B, T, C, H, W]`` through ``step`` frame by frame, carrying the state."""
     if frames.dim() != 5:
         raise ValueError(
             f"the model expects a clip [B, T, {in_channels}, H, W], got shape {tuple(frames.shape)}; "
             "for a single frame [B, C, H, W] use model.step(frame, state), or add a time axis with frames[:, None]"
         )
-    outputs = []
-    for t in range(frames.shape[1]):
-        logits, state = step(frames[:, t], state)
+    if frames.shape[1] == 0:
+        raise ValueError(f"the clip has no frames: shape {tuple(frames.shape)} has T = 0")
+    logits, new_state = step(frames[:, 0], state)
+    outputs = [logits]
+    for t in range(1, frames.shape[1]):
+        logits, new_state = step(frames[:, t], new_state)
         outputs.append(logits)
-    return torch.stack(outputs, dim=1), state
+    return torch.stack(outputs, dim=1), new_state
 
 
 class RecurrentUNet(nn.Module):
