@@ -26,7 +26,7 @@ OCCLUSION_BETA = 0.5
 
 
 def make_flow_estimator(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> cv2.DISOpticalFlow:
-    return cv2.DISOpticalFlow_create(preset)
+    return cv2.DISOpticalFlow.create(preset)
 
 
 def dis_flow(estimator: cv2.DISOpticalFlow, source: np.ndarray, destination: np.ndarray) -> np.ndarray:
@@ -34,7 +34,10 @@ def dis_flow(estimator: cv2.DISOpticalFlow, source: np.ndarray, destination: np.
 
     Both images are 8-bit greyscale ``[H, W]``.
     """
-    return estimator.calc(np.ascontiguousarray(source), np.ascontiguousarray(destination), None)
+    # The stubs require a flow array, but OpenCV accepts None (no initial flow) and allocates the result.
+    return estimator.calc(  # type: ignore[call-overload]
+        np.ascontiguousarray(source), np.ascontiguousarray(destination), None
+    )
 
 
 def warp_labels(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

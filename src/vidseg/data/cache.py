@@ -213,6 +213,7 @@ def prepare_cache(
                 tasks.append(_Task(root, out, folders[split], split, city, seq, f"{city}_{seq:06d}", span,
                                    tuple(frames), size, reuse))
                 continue
+            assert offsets is not None, "snippet datasets (not dense) always have offsets"
             for frame in frames:
                 span = tuple(frame + offset for offset in offsets)
                 tasks.append(_Task(root, out, folders[split], split, city, seq, frame_name(city, seq, frame),
@@ -384,7 +385,9 @@ class FrameCache:
             frames = np.load(frames_file, mmap_mode="r")
             labels = np.load(labels_file, mmap_mode="r") if any(labelled) else None
             images = frames[[frame_rows[f] for f in frame_numbers]]
-            label_ids = {t: np.array(labels[label_rows[f]]) for t, f in enumerate(frame_numbers) if labelled[t]}
+            label_ids: dict[int, np.ndarray] = {}
+            if labels is not None:
+                label_ids = {t: np.array(labels[label_rows[f]]) for t, f in enumerate(frame_numbers) if labelled[t]}
         except (OSError, ValueError) as error:
             raise VidsegError(
                 f"cannot read cache entry {key} in {self.path / split} ({error}); run `vidseg prepare` again"

@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from PIL import Image
 from vidseg.data.labels import IGNORE_INDEX, MAX_LABEL_ID, LabelSet, get_label_set
 from vidseg.data.transforms import normalize
 from vidseg.errors import VidsegError
+
+if TYPE_CHECKING:
+    from vidseg.data.cache import FrameCache
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +210,7 @@ def window_misfit(num_frames: int, position: int | None, stride: int, before: in
             f"a {num_frames}-frame window at frame_stride {stride} spans {(num_frames - 1) * stride + 1} frames, "
             f"but {where}: at frame_stride {stride} at most {longest} frames fit"
         )
+    assert position is not None, "with any position allowed, only a window longer than the snippet misfits"
     feasible = feasible_positions(num_frames, stride, before, after)
     return (
         f"a {num_frames}-frame window at frame_stride {stride} with the annotated frame at position {position} "
@@ -238,7 +243,7 @@ class _Anchor:
         return frame_name(self.sequence.city, self.sequence.seq, self.frame)
 
     def reachable_frames(self, num_frames: int) -> list[int]:
-        reachable = set()
+        reachable: set[int] = set()
         for stride, positions in self.options:
             for position in positions:
                 reachable.update(self.frame + (i - position) * stride for i in range(num_frames))
@@ -322,7 +327,10 @@ class CityscapesSequences(torch.utils.data.Dataset):
         self.skipped_names: list[str] = []
         self._unknown_ids_reported = False
 
-        self.cache = None
+        self.cache: FrameCache | None = None
+        # Per cache key, the frames the cache holds and those missing from its source (None without a cache).
+        available: dict[str, set[int]] | None
+        missing: dict[str, set[int]] | None
         if cache is not None:
             # Imported here: the cache module builds on this one (it scans the same layout).
             from vidseg.data.cache import FrameCache
@@ -417,6 +425,8 @@ class CityscapesSequences(torch.utils.data.Dataset):
             missing = None
             for frame in anchor.reachable_frames(self.num_frames):
                 if cached is not None:
+                    # Both come from the cache, whose sequences all carry a cache key.
+                    assert missing_from_cache is not None and sequence.cache_key is not None
                     if frame in cached[sequence.cache_key]:
                         continue
                     if frame not in missing_from_cache[sequence.cache_key]:
@@ -453,6 +463,7 @@ class CityscapesSequences(torch.utils.data.Dataset):
         self.anchors = kept
 
     def _coverage_error(self, anchor: _Anchor, frame: int) -> str:
+        assert self.cache is not None, "only a cache can miss a frame that a window uses"
         info = self.cache.split_info(self.split)
         return (
             f"cache {self.cache.path} (prepared for split {self.split!r} with num_frames={info['num_frames']}, "
@@ -499,6 +510,7 @@ class CityscapesSequences(torch.utils.data.Dataset):
         frame_numbers, gt_index = self.window(index, generator)
         labelled = [frame in sequence.labelled for frame in frame_numbers]
         if self.cache is not None:
+            assert sequence.cache_key is not None, "sequences read from a cache carry their cache key"
             images, label_ids = self.cache.read(self.split, sequence.cache_key, frame_numbers, labelled)
         else:
             images, label_ids = self._read_files(anchor, frame_numbers, labelled)

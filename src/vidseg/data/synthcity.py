@@ -38,6 +38,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
@@ -63,15 +64,25 @@ ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = (l.id for l
 SENSOR_NOISE = 2.5  # grey levels, on every frame
 FAR = 300.0  # metres; facades and objects beyond are not drawn
 
+
+class _Style(TypedDict):
+    heights: tuple[float, float]  # facade height range, metres
+    vegetation: float  # probability of a vegetation segment
+    gap: float  # probability of a gap segment
+    road_half: tuple[float, float]
+    sidewalk: tuple[float, float]
+    palette: tuple[tuple[int, int, int], ...]  # facade colours
+
+
 # The visual styles of the "cities" (sequence i belongs to CITIES[i % 3]).
 CITIES = ("oldtown", "downtown", "suburb")
-STYLES = {
-    "oldtown": dict(heights=(8, 18), vegetation=0.12, gap=0.06, road_half=(3.0, 3.8), sidewalk=(2.0, 3.0),
-                    palette=((150, 80, 60), (190, 160, 120), (200, 170, 90), (170, 120, 90), (120, 90, 80))),
-    "downtown": dict(heights=(15, 40), vegetation=0.05, gap=0.04, road_half=(4.0, 5.5), sidewalk=(2.5, 4.0),
-                     palette=((140, 140, 145), (190, 190, 185), (110, 125, 140), (90, 95, 100), (170, 160, 150))),
-    "suburb": dict(heights=(5, 10), vegetation=0.4, gap=0.12, road_half=(3.0, 4.0), sidewalk=(1.8, 2.8),
-                   palette=((210, 200, 170), (190, 210, 200), (220, 190, 180), (180, 180, 200), (230, 220, 200))),
+STYLES: dict[str, _Style] = {
+    "oldtown": _Style(heights=(8, 18), vegetation=0.12, gap=0.06, road_half=(3.0, 3.8), sidewalk=(2.0, 3.0),
+                      palette=((150, 80, 60), (190, 160, 120), (200, 170, 90), (170, 120, 90), (120, 90, 80))),
+    "downtown": _Style(heights=(15, 40), vegetation=0.05, gap=0.04, road_half=(4.0, 5.5), sidewalk=(2.5, 4.0),
+                       palette=((140, 140, 145), (190, 190, 185), (110, 125, 140), (90, 95, 100), (170, 160, 150))),
+    "suburb": _Style(heights=(5, 10), vegetation=0.4, gap=0.12, road_half=(3.0, 4.0), sidewalk=(1.8, 2.8),
+                     palette=((210, 200, 170), (190, 210, 200), (220, 190, 180), (180, 180, 200), (230, 220, 200))),
 }
 CAR_COLOURS = ((200, 30, 30), (30, 50, 150), (230, 230, 230), (30, 30, 30), (160, 160, 165), (220, 200, 40),
                (40, 110, 60), (120, 30, 40), (210, 210, 190))
@@ -129,7 +140,7 @@ def _choice(rng: np.random.Generator, options: dict[int, float]) -> int:
     return int(rng.choice(list(options), p=list(options.values())))
 
 
-def _segments(rng: np.random.Generator, style: dict, z_from: float, z_to: float):
+def _segments(rng: np.random.Generator, style: _Style, z_from: float, z_to: float):
     ends, starts, kinds, heights, colours, windows = [], [], [], [], [], []
     z = z_from
     palette = np.array(style["palette"], dtype=np.float32)
@@ -235,7 +246,7 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
     )
 
 
-def _hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _hash(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
     """Pseudo-random values in [0, 1) that stay fixed to integer world cells (a, b)."""
     return np.modf(np.abs(np.sin(a * 12.9898 + b * 78.233)) * 43758.5453)[0].astype(np.float32)
 

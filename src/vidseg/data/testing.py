@@ -130,7 +130,7 @@ def make_cityscapes_tree(
             every frame labelled, with a ``synthcity.json`` whose corruption code of frame f is ``f % 3``.
     """
     root = Path(root)
-    tree = TreeInfo(root=root, size=tuple(size), dense=dense_frames is not None)
+    tree = TreeInfo(root=root, size=(size[0], size[1]), dense=dense_frames is not None)
     code = 0
     meta_sequences: dict[str, dict] = {}
     for split in splits:

@@ -42,10 +42,10 @@ def normalize(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         shape[-3] = 3
         scale = (1.0 / (255.0 * np.array(STD, dtype=np.float32))).reshape(shape)
         offset = (np.array(MEAN, dtype=np.float32) / np.array(STD, dtype=np.float32)).reshape(shape)
-        out = np.empty(tuple(frames.shape), dtype=np.float32)
-        np.multiply(frames.numpy(), scale, out=out)
-        np.subtract(out, offset, out=out)
-        return torch.from_numpy(out)
+        result = np.empty(tuple(frames.shape), dtype=np.float32)
+        np.multiply(frames.numpy(), scale, out=result)
+        np.subtract(result, offset, out=result)
+        return torch.from_numpy(result)
     mean, std = _channel_view(MEAN, frames), _channel_view(STD, frames)
     out = frames.to(torch.float32, memory_format=torch.contiguous_format)
     return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
@@ -168,8 +168,9 @@ class ClipTransform:
         """Transform uint8 frames ``[T, 3, H, W]`` and label maps ``[T, H, W]`` with one random draw."""
         if frames.shape[-2:] != labels.shape[-2:] or frames.shape[0] != labels.shape[0]:
             raise ValueError(f"frames {tuple(frames.shape)} and labels {tuple(labels.shape)} do not match")
+        target: tuple[int, int]
         if self.size is None:
-            target = tuple(frames.shape[-2:])
+            target = (frames.shape[-2], frames.shape[-1])
         elif self.scale_range is not None:
             scale = self.scale_range[0] + (self.scale_range[1] - self.scale_range[0]) * float(
                 torch.rand((), generator=generator)
@@ -180,6 +181,7 @@ class ClipTransform:
         frames = resize_frames(frames, target)
         labels = resize_labels(labels, target)
         if self.crop:
+            assert self.size is not None, "crop needs a size (checked in __init__)"
             spare_rows, spare_cols = target[0] - self.size[0], target[1] - self.size[1]
             top = _randint(min(0, spare_rows), max(0, spare_rows), generator)
             left = _randint(min(0, spare_cols), max(0, spare_cols), generator)

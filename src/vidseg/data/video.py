@@ -19,13 +19,19 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, check_writable, explained_write_errors, make_folder, output_error
+
+if TYPE_CHECKING:
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Output containers and how each is encoded; see VideoWriter for the pixel formats.
@@ -287,7 +293,7 @@ class VideoWriter:
         quality: H.264 constant rate factor (lower is better and larger; 18 is visually lossless).
     """
 
-    def __init__(self, path: str | os.PathLike, frame_rate: Fraction, overwrite: bool = False, quality: int = 20):
+    def __init__(self, path: str | os.PathLike, frame_rate: Fraction | int, overwrite: bool = False, quality: int = 20):
         self.path = check_output_file(path, overwrite)
         self.container_format = VIDEO_CONTAINERS.get(self.path.suffix.lower())
         if self.container_format is None:
@@ -297,9 +303,9 @@ class VideoWriter:
         self.frame_rate = Fraction(frame_rate)
         self.quality = quality
         self.num_frames = 0
-        self._container = None
-        self._stream = None
-        self._atomic = None
+        self._container: OutputContainer | None = None
+        self._stream: VideoStream | None = None
+        self._atomic: AbstractContextManager[Path] | None = None
 
     def __enter__(self) -> VideoWriter:
         import av
@@ -317,6 +323,7 @@ class VideoWriter:
         """Append one ``[H, W, 3]`` uint8 RGB frame; every frame must have the size of the first."""
         import av
 
+        assert self._container is not None, "VideoWriter writes inside a `with` block"
         if self._stream is None:
             self._stream = self._add_stream(frame.shape[0], frame.shape[1])
         elif (frame.shape[0], frame.shape[1]) != (self._stream.height, self._stream.width):
@@ -330,7 +337,8 @@ class VideoWriter:
             self._container.mux(packet)
         self.num_frames += 1
 
-    def _add_stream(self, height: int, width: int):
+    def _add_stream(self, height: int, width: int) -> VideoStream:
+        assert self._container is not None, "VideoWriter writes inside a `with` block"
         if self.container_format == "avi":
             stream = self._container.add_stream("mpeg4", rate=self.frame_rate, options={"qscale": "3"})
             stream.pix_fmt = "yuv420p"
@@ -343,6 +351,8 @@ class VideoWriter:
         return stream
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        # __enter__ succeeded, so both are set.
+        assert self._atomic is not None and self._container is not None
         try:
             if exc_type is None and self._stream is not None:
                 for packet in self._stream.encode():
@@ -414,11 +424,13 @@ class ImageFolderWriter:
         """Save ``image`` (``[H, W]`` or ``[H, W, 3]`` uint8) as ``name.png``."""
         from PIL import Image
 
+        assert self._tmp is not None, "ImageFolderWriter writes inside a `with` block"
         with explained_write_errors(self.folder):
             Image.fromarray(image).save(self._tmp / f"{name}.png", compress_level=1)
         self.num_images += 1
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        assert self._tmp is not None, "__enter__ succeeded, so the temporary folder exists"
         if exc_type is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             return
