@@ -13,6 +13,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -177,7 +178,7 @@ def apply_override(config: Config, override: str) -> None:
     if not dataclasses.is_dataclass(target) or leaf not in _field_types(type(target)):
         raise VidsegError(f"{source}: unknown key {key!r}; {_valid_keys(type(target), parents)}")
     expected = _field_types(type(target))[leaf]
-    if dataclasses.is_dataclass(expected):
+    if isinstance(expected, type) and dataclasses.is_dataclass(expected):
         raise VidsegError(f"{source}: {key!r} is a section; set one of its keys, e.g. {key}.{_first_field(expected)}")
     setattr(target, leaf, _coerce(value, expected, key, source))
 
@@ -242,7 +243,7 @@ def validate(config: Config, source: str) -> None:
     ]:
         if isinstance(position, int) and not 0 <= position < frames:
             fail(key, f"position {position} is outside a window of {frames} frames (0 ... {frames - 1})")
-    numbers = {
+    numbers: dict[str, Sequence[float | None]] = {
         "data.scale": data.scale, "optim.lr": [optim.lr], "optim.betas": optim.betas, "optim.eps": [optim.eps],
         "optim.weight_decay": [optim.weight_decay], "optim.warmup_fraction": [optim.warmup_fraction],
         "optim.final_lr_scale": [optim.final_lr_scale], "optim.grad_clip": [optim.grad_clip],
@@ -272,9 +273,9 @@ def validate(config: Config, source: str) -> None:
     budgets = {"train.epochs": train.epochs, "train.steps": train.steps, "train.minutes": train.minutes}
     if all(value is None for value in budgets.values()):
         fail("train", "no budget: set at least one of train.epochs, train.steps or train.minutes")
-    for key, value in budgets.items():
-        if value is not None and value <= 0:
-            fail(key, f"expected a positive budget or null, found {value}")
+    for key, budget in budgets.items():
+        if budget is not None and budget <= 0:
+            fail(key, f"expected a positive budget or null, found {budget}")
     if train.init_temporal == "identity" and "-crnn-" not in config.model.name:
         fail(
             "train.init_temporal",
@@ -316,7 +317,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str):
             parents = prefix.rstrip(".").split(".") if prefix else []
             raise VidsegError(f"{source}: unknown key {full_key!r}; {_valid_keys(cls, parents)}")
         expected = types_by_name[key]
-        if dataclasses.is_dataclass(expected):
+        if isinstance(expected, type) and dataclasses.is_dataclass(expected):
             values[key] = _build(expected, {} if value is None else value, f"{full_key}.", source)
         else:
             values[key] = _coerce(value, expected, full_key, source)

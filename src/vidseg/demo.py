@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def run_demo(plan: DemoPlan, log=print) -> dict[str, Any]:
     media = render_media(plan, results)
 
     stage("writing the report")
-    summary = {
+    summary: dict[str, Any] = {
         "plan": {
             "seed": plan.seed,
             "minutes": plan.minutes,
@@ -446,10 +447,17 @@ def _groups_table(results: dict[str, Any]) -> str:
     """mIoU / mAcc / aAcc of both models per frame group (all, clean, corrupted, each corruption type)."""
     names = list(results)
     first = results[names[0]]
-    groups = [("all frames", lambda r: r["all_frames"]), ("clean", lambda r: r["corruption"]["clean"])]
+    groups: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any] | None]]] = [
+        ("all frames", lambda r: r["all_frames"]),
+        ("clean", lambda r: r["corruption"]["clean"]),
+    ]
     groups.append(("corrupted", lambda r: r["corruption"]["corrupted"]))
     for kind in first["corruption"]["types"]:
-        groups.append((kind, lambda r, kind=kind: r["corruption"]["types"].get(kind)))
+
+        def of_kind(r: dict[str, Any], kind: str = kind) -> dict[str, Any] | None:
+            return r["corruption"]["types"].get(kind)
+
+        groups.append((kind, of_kind))
     header = "| frames | " + " | ".join(f"{n} mIoU | {n} mAcc | {n} aAcc" for n in names) + " | mIoU gain |"
     lines = [header, "|---|" + "---:|" * (3 * len(names) + 1)]
     for title, get in groups:
@@ -458,7 +466,8 @@ def _groups_table(results: dict[str, Any]) -> str:
             figures = get(results[name]) or {}
             mious.append(figures.get("miou"))
             cells.append(f"{_fmt(figures.get('miou'))} | {_fmt(figures.get('macc'))} | {_fmt(figures.get('aacc'))}")
-        gain = "–" if None in mious else f"{100 * (mious[-1] - mious[0]):+.1f}"
+        known = [miou for miou in mious if miou is not None]
+        gain = "–" if len(known) < len(mious) else f"{100 * (known[-1] - known[0]):+.1f}"
         lines.append(f"| {title} | " + " | ".join(cells) + f" | {gain} |")
     return "\n".join(lines)
 

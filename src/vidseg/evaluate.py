@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from vidseg.consistency import TemporalConsistency, VideoConsistency
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import IGNORE_INDEX, ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
+
+if TYPE_CHECKING:
+    from vidseg.models import RecurrentUNet
 
 PROTOCOLS = ("standard", "report")
 PER_POSITION_MODES = ("labelled", "context", "auto")
@@ -135,7 +138,8 @@ def evaluate_model(
         ``corruption`` (clean / corrupted / per type) where samples carry more than the annotated label;
         ``per_position``; ``tc``; ``mvc_8`` and ``mvc_16``; and counts.
     """
-    net = model.module if hasattr(model, "module") else model
+    # Unwrap a DDP wrapper; the module is duck-typed as a RecurrentUNet (step, num_classes), which no type states.
+    net = cast("RecurrentUNet", model.module if hasattr(model, "module") else model)
     num_classes = int(num_classes if num_classes is not None else net.num_classes)
     if label_set is None:
         label_set = getattr(dataset, "label_set", None) or getattr(

@@ -18,13 +18,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vidseg.errors import VidsegError
+
+if TYPE_CHECKING:
+    from vidseg.models import State
 
 AMP_MODES = ("off", "bf16", "fp16")
 MASK_FORMATS = ("trainids", "labelids", "color")
@@ -118,7 +121,7 @@ class Segmenter:
 
     def reset(self) -> None:
         """Forget the current video: the next frame starts from the zero state and may have any size."""
-        self._state = None
+        self._state: State | None = None
         self._frame_shape: tuple[int, int] | None = None
         self._frames_seen = 0
 

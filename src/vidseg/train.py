@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_write_text, explained_write_errors, make_folder
 from vidseg.metrics import all_reduce_sum
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from vidseg.models import RecurrentUNet
 
 IGNORE_INDEX = 255
 LOG_FILE = "metrics.jsonl"
@@ -68,14 +73,20 @@ class SeededSamples(torch.utils.data.Dataset):
         return self.dataset[(index, int(sample_seed) % 2**63)]
 
 
-def epoch_batches(num_samples: int, epoch: int, seed: int, batch_size: int, rank: int, world_size: int):
+def epoch_batches(
+    num_samples: int, epoch: int, seed: int, batch_size: int, rank: int, world_size: int
+) -> list[list[int]]:
     """This process's micro-batches (lists of sample indices) for ``epoch``: a pure function of its arguments.
 
     The order is a DistributedSampler's (shuffled with seed + epoch, padded by repetition so that every process
     gets the same number of samples).
     """
-    sampler = torch.utils.data.DistributedSampler(
-        range(num_samples), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        range(num_samples),  # type: ignore[arg-type]  # the sampler only takes len() of its "dataset"
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
     )
     sampler.set_epoch(epoch)
     indices = list(sampler)
@@ -89,20 +100,21 @@ def build_datasets(config: Config, with_val: bool = True):
 
     data = config.data
     size = (data.size[0], data.size[1])
-    scaled = tuple(data.scale) != (1.0, 1.0)
-    train_transform = ClipTransform(
-        size, scale_range=tuple(data.scale) if scaled else None, crop=scaled, hflip=data.hflip
-    )
+    scale = (data.scale[0], data.scale[1])
+    scaled = scale != (1.0, 1.0)
+    train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
-    common = dict(root=data.root, label_set=data.label_set, skip_missing=data.skip_missing, cache=data.cache)
     try:
         train_set = CityscapesSequences(
+            root=data.root,
             split=data.train_split,
             num_frames=data.num_frames,
             gt_position=data.gt_position,
             frame_stride=stride,
+            label_set=data.label_set,
             transform=train_transform,
-            **common,
+            skip_missing=data.skip_missing,
+            cache=data.cache,
         )
     except ValueError as error:  # a window that cannot fit the snippets
         raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
@@ -110,17 +122,20 @@ def build_datasets(config: Config, with_val: bool = True):
         return train_set, None
     try:
         val_set = CityscapesSequences(
+            root=data.root,
             split=data.val_split,
             num_frames=config.eval.num_frames,
             gt_position=config.eval.gt_position,
+            label_set=data.label_set,
             transform=ClipTransform(size),
-            **common,
+            skip_missing=data.skip_missing,
+            cache=data.cache,
         )
     except ValueError as error:
         raise VidsegError(f"eval (num_frames, gt_position) of the validation split: {error}") from None
     if config.eval.max_samples is not None and config.eval.max_samples < len(val_set):
         evenly_spaced = np.linspace(0, len(val_set) - 1, config.eval.max_samples).round().astype(int)
-        val_set = torch.utils.data.Subset(val_set, evenly_spaced.tolist())
+        return train_set, torch.utils.data.Subset(val_set, evenly_spaced.tolist())
     return train_set, val_set
 
 
@@ -245,7 +260,7 @@ class ClipForward(nn.Module):
     step's input frame and state are, and the step is run again during backward.
     """
 
-    def __init__(self, model: nn.Module, checkpoint_steps: bool = False, channels_last: bool = False):
+    def __init__(self, model: RecurrentUNet, checkpoint_steps: bool = False, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.checkpoint_steps = checkpoint_steps
@@ -298,7 +313,7 @@ def preserved_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
-def checkpoint_stages(model: nn.Module) -> None:
+def checkpoint_stages(model: RecurrentUNet) -> None:
     """Recompute every encoder stage, temporal unit and decoder stage of ``model`` in the backward pass.
 
     Only the instances' ``forward`` is wrapped; parameter names and the state dict do not change.
@@ -314,7 +329,7 @@ def checkpoint_stages(model: nn.Module) -> None:
         stage.forward = forward
 
 
-def warm_start(model: nn.Module, path: str, init_temporal: str, log: Callable[[str], None]) -> list[str]:
+def warm_start(model: RecurrentUNet, path: str, init_temporal: str, log: Callable[[str], None]) -> list[str]:
     """Copy every weight of checkpoint ``path`` whose name and shape match; return the copied parameter names.
 
     With ``init_temporal="identity"`` cRNN units then start as C_x = identity (centre tap 1), C_h = 0 and zero
@@ -345,7 +360,7 @@ def warm_start(model: nn.Module, path: str, init_temporal: str, log: Callable[[s
 
 
 @torch.no_grad()
-def identity_init_temporal(model: nn.Module) -> None:
+def identity_init_temporal(model: RecurrentUNet) -> None:
     """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases."""
     from vidseg.models.temporal import ConvRNN
 
@@ -357,6 +372,8 @@ def identity_init_temporal(model: nn.Module) -> None:
         weight.zero_()
         centre_h, centre_w = weight.shape[2] // 2, weight.shape[3] // 2
         weight[:, :, centre_h, centre_w] = torch.eye(weight.shape[0], dtype=weight.dtype)
+        # The cRNN convolutions are built with biases.
+        assert unit.input_conv.bias is not None and unit.hidden_conv.bias is not None
         unit.input_conv.bias.zero_()
         unit.hidden_conv.weight.zero_()
         unit.hidden_conv.bias.zero_()
@@ -373,7 +390,7 @@ def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torc
     groups = [group for group in groups if group["params"]]
     optimizer_class = torch.optim.AdamW if optim.name == "adamw" else torch.optim.Adam
     return optimizer_class(
-        groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+        groups, lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), eps=optim.eps, weight_decay=optim.weight_decay
     )
 
 
@@ -543,7 +560,8 @@ class Trainer:
             identity_init_temporal(self.model)
         self.model.to(ctx.device)
         if train_cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (a documented keyword) but its stub overloads omit it.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if train_cfg.activation_checkpointing == "stage":
             checkpoint_stages(self.model)
 
@@ -561,7 +579,8 @@ class Trainer:
         if payload is not None:
             self._load_state(payload)
 
-        self.forward = ClipForward(
+        # The clip forward, or its DDP wrapper.
+        self.forward: nn.Module = ClipForward(
             self.model,
             checkpoint_steps=train_cfg.activation_checkpointing in ("step", "stage"),
             channels_last=train_cfg.channels_last,
@@ -583,7 +602,7 @@ class Trainer:
         self.checkpoint_step = payload["step"] if payload is not None else None
         """Step of the newest checkpoint of the run."""
         self.session_start = time.monotonic()
-        self.bar = None
+        self.bar: tqdm[Any] | None = None
 
     # --------------------------------------------------------------------------------- set-up pieces
 
@@ -765,8 +784,11 @@ class Trainer:
     def _micro_step(self, batch: dict, group_size: int, sync: bool) -> torch.Tensor:
         frames = batch["frames"].to(self.ctx.device, non_blocking=True)
         # Under DDP, gradients are all-reduced only on the last micro-batch of an accumulation group.
-        no_sync = self.forward.no_sync if (self.ctx.distributed and not sync) else contextlib.nullcontext
-        with no_sync():
+        gradient_sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self.ctx.distributed and not sync:
+            assert isinstance(self.forward, nn.parallel.DistributedDataParallel)  # wrapped in __init__
+            gradient_sync = self.forward.no_sync()
+        with gradient_sync:
             with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 logits = self.forward(frames)
             loss = segmentation_loss(logits, batch, self.config.loss.frames, self.class_weights)
@@ -788,9 +810,9 @@ class Trainer:
             dtype=torch.float64,
             device=self.ctx.device,
         )
-        flags = all_reduce_sum(flags).tolist()
-        loss_value = flags[0] / self.ctx.world_size
-        if flags[1] > 0:
+        totals: list[float] = all_reduce_sum(flags).tolist()
+        loss_value = totals[0] / self.ctx.world_size
+        if totals[1] > 0:
             self._stop_on_nonfinite(loss_value if not math.isfinite(loss_value) else local_loss)
         # The rate of a step is the schedule's value at the progress the step completes (never 0 in warm-up).
         self.schedule.set_progress(self._budget_progress(progress.step + 1))
@@ -805,9 +827,9 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
-        if flags[3] > 0 or (self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps):
+        if totals[3] > 0 or (self.train_cfg.steps is not None and progress.step >= self.train_cfg.steps):
             return loss_value, "budget"
-        if flags[2] > 0:
+        if totals[2] > 0:
             return loss_value, "sigterm"
         return loss_value, ""
 
@@ -915,7 +937,7 @@ class Trainer:
         else:
             self.log(message)
 
-    def _progress_bar(self):
+    def _progress_bar(self) -> tqdm[Any] | None:
         if not self.ctx.is_main:
             return None
         from tqdm import tqdm

@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     written = " and ".join(str(p) for p in (args.out, args.masks) if p is not None)
+    # Every frame source raises on an input without frames, so at least one frame was segmented.
+    assert summary.size is not None
     height, width = summary.size
     print(
         f"segmented {summary.num_frames} frames of {width}x{height} in {summary.seconds:.1f} s "
