@@ -1,0 +1,145 @@
+"""Screen variants of the demo's temporal recipe on one seed, against the demo's own runs.
+
+The demo's temporal model loses a few mIoU points to the per-frame baseline on clean frames (docs/benchmarks.md,
+section 6). This script takes a finished ``vidseg demo --out DIR`` and trains the temporal model again under
+other recipes (DemoPlan fields: the fine-tuning rate, the share of the budget spent pre-training the per-frame
+twin, a lower rate for the copied weights), reusing the demo's data and, when the step count is the same, its
+pre-training run. Every variant keeps the demo's equal-compute schedule. It writes a table with mIoU over all,
+clean and corrupted held-out frames and TC, next to the demo's per-frame baseline and its pre-trained twin.
+
+    vidseg demo --out runs/demo --seed 0
+    python benchmarks/demo_recipes.py --demo runs/demo
+    python benchmarks/demo_recipes.py --demo runs/demo --reuse    # the table again, without training
+
+One seed per call: a screen for ideas; confirm on other seeds (each seed is also another dataset) before
+changing the demo. Results: a Markdown table on stdout and in ``benchmarks/results/demo_recipes_seed<S>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+from common import write_result
+
+from vidseg.demo import DemoPlan, evaluate_run, train_run
+
+# Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
+VARIANTS = {
+    "fine-tuning rate 1e-3": {"finetune_lr": 1e-3},
+    "fine-tuning rate 3e-3": {"finetune_lr": 3e-3},
+    "pre-training share 0.75": {"pretrain_share": 0.75, "finetune_lr": 1e-3},
+    "pre-training share 0.75 + fine-tuning rate 3e-3": {"pretrain_share": 0.75, "finetune_lr": 3e-3},
+    "pre-training share 0.75 + copied weights at 0.1x rate": {
+        "pretrain_share": 0.75,
+        "finetune_lr": 1e-3,
+        "copied_lr_scale": 0.1,
+    },
+}
+
+
+def figures(results: dict) -> tuple[float, float, float, float]:
+    groups = results["corruption"]
+    return (
+        100 * results["all_frames"]["miou"],
+        100 * groups["clean"]["miou"],
+        100 * groups["corrupted"]["miou"],
+        100 * results["tc"],
+    )
+
+
+def link(target: Path, name: Path) -> None:
+    if not name.exists():
+        name.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target.resolve(), name)
+
+
+def pretrain_run(demo: DemoPlan, plan: DemoPlan, work: Path) -> Path:
+    """The pre-training run that ``plan`` starts from: the demo's own when the step count matches."""
+    steps = plan.steps["pretrain"]
+    if steps == demo.steps["pretrain"]:
+        return demo.run_dir("pretrain")
+    shared = DemoPlan.create(work / f"pretrain-{steps}", seed=demo.seed, minutes=demo.minutes)
+    shared.pretrain_share = plan.pretrain_share
+    shared.steps = plan.steps
+    if not (shared.run_dir("pretrain") / "evaluation.json").is_file():
+        link(demo.data_root, shared.data_root)
+        print(f"pre-training {steps} steps", flush=True)
+        train_run(shared, "pretrain", log=lambda *_: None)
+        evaluate_run(shared, "pretrain")
+    return shared.run_dir("pretrain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", required=True, help="output folder of a finished `vidseg demo`")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
+                        help=f"variants to run (default: all): {'; '.join(VARIANTS)}")
+    parser.add_argument("--reuse", action="store_true", help="keep variants evaluated by an earlier run of this script")
+    args = parser.parse_args()
+
+    summary = json.loads((Path(args.demo) / "results.json").read_text())
+    demo = DemoPlan.create(args.demo, seed=summary["plan"]["seed"], minutes=summary["plan"]["minutes"])
+    if demo.steps != summary["plan"]["steps"]:
+        raise SystemExit(f"{args.demo} was run with steps {summary['plan']['steps']}, this code plans {demo.steps}")
+    work = Path(args.demo) / "recipes"
+
+    def evaluation(run_dir: Path) -> dict:
+        return json.loads((run_dir / "evaluation.json").read_text())
+
+    demo_optim = yaml.safe_load((demo.out / "configs" / "finetune.yaml").read_text())["optim"]
+    baseline = figures(evaluation(demo.run_dir("baseline")))
+    rows = [
+        ("per-frame baseline, the demo's run", demo.steps["baseline"], "-", baseline),
+        (
+            f"temporal, the demo's run: fine-tuning rate {demo_optim['lr']:g}",
+            f"{demo.steps['pretrain']} + {demo.steps['finetune']}",
+            demo.steps["baseline"],
+            figures(evaluation(demo.run_dir("finetune"))),
+        ),
+    ]
+    pretrain_rows = {}
+    for name in args.variants:
+        plan = DemoPlan.create(work / name.replace(" ", "_"), seed=demo.seed, minutes=demo.minutes)
+        for key, value in VARIANTS[name].items():
+            setattr(plan, key, value)
+        plan.steps = plan.schedule()
+        pretrained = pretrain_run(demo, plan, work)
+        if not (pretrained / "evaluation.json").is_file():
+            evaluate_run(demo, "pretrain")
+        pretrain_rows[plan.steps["pretrain"]] = figures(evaluation(pretrained))
+        if args.reuse and (plan.run_dir("finetune") / "evaluation.json").is_file():
+            results = evaluation(plan.run_dir("finetune"))
+        else:
+            link(demo.data_root, plan.data_root)
+            link(pretrained, plan.run_dir("pretrain"))
+            print(f"{name}: fine-tuning {plan.steps['finetune']} steps", flush=True)
+            train_run(plan, "finetune", log=lambda *_: None)
+            results = evaluate_run(plan, "finetune")
+        steps = f"{plan.steps['pretrain']} + {plan.steps['finetune']}"
+        rows.append((f"temporal, {name}", steps, f"{plan.steps['baseline']}", figures(results)))
+    for steps, values in sorted(pretrain_rows.items()):
+        rows.append((f"its per-frame twin after pre-training alone ({steps} steps)", steps, "-", values))
+
+    lines = [
+        f"### Temporal recipes on the demo's data, seed {demo.seed} (`--minutes {demo.minutes:g}`)",
+        "",
+        "mIoU in percent over the held-out frames. Temporal steps: per-frame pre-training + cRNN fine-tuning; "
+        "'baseline steps at equal compute' is what the per-frame baseline would get under that schedule "
+        f"(the demo's baseline ran {demo.steps['baseline']}).",
+        "",
+        "| model | steps | baseline steps at equal compute | mIoU all | mIoU clean | mIoU corrupted | TC |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, steps, baseline_steps, (all_, clean, corrupted, tc) in rows:
+        lines.append(f"| {name} | {steps} | {baseline_steps} | {all_:.1f} | {clean:.1f} | {corrupted:.1f} | {tc:.1f} |")
+    markdown = "\n".join(lines)
+    print(markdown)
+    print(f"written to {write_result(f'demo_recipes_seed{demo.seed}', markdown)}")
+
+
+if __name__ == "__main__":
+    main()
