@@ -7,6 +7,7 @@ memory of child processes and keep their parent process free of it.
 from __future__ import annotations
 
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def machine_line() -> str:
 def write_result(name: str, markdown: str) -> Path:
     """Write ``benchmarks/results/<name>.md`` with the command that produced it."""
     RESULTS.mkdir(exist_ok=True)
-    command = "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = "python " + shlex.join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
     text = f"{markdown}\n\nMachine: {machine_line()}\n\nReproduce: `{command}`\n"
     path = RESULTS / f"{name}.md"
     path.write_text(text)
