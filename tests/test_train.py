@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,30 @@ def test_table2_config_builds_the_published_model_and_trains_a_step(tmp_path, ci
     payload = load_checkpoint(run / "last.pt")
     assert payload["step"] == 1 and payload["num_classes"] == 20 and payload["model_name"] == config.model.name
     assert count_parameters(model_from_checkpoint(payload)) == REPORT_PARAMS[config.model.name]
+
+
+def test_tensorboard_logs_the_same_scalars_as_metrics_jsonl(tmp_path, cityscapes_tree):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(tiny_config(cityscapes_tree.root, train={"steps": 3, "tensorboard": True}), run, log=quiet)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+    board = EventAccumulator(str(run / "tensorboard"))
+    board.Reload()
+    scalars = {s.step: s.value for s in board.Scalars("train/loss")}
+    assert sorted(scalars) == sorted(logged) == [1, 2, 3]
+    for step, loss in logged.items():
+        assert scalars[step] == pytest.approx(loss, rel=1e-6)
+
+
+def test_tensorboard_missing_is_said_once_and_training_goes_on(tmp_path, cityscapes_tree, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
+    messages = []
+    run = tmp_path / "run"
+    result = train(tiny_config(cityscapes_tree.root, train={"tensorboard": True}), run, log=messages.append)
+    assert result.step == 2
+    notes = [m for m in messages if "TensorBoard is not installed" in m]
+    assert len(notes) == 1 and "train.tensorboard=false" in notes[0]
+    assert not (run / "tensorboard").exists() and (run / "metrics.jsonl").is_file()

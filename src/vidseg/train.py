@@ -451,7 +451,7 @@ def find_resume_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[P
 class MetricsLog:
     """``metrics.jsonl`` (one JSON object per line) and, when it imports, TensorBoard; main process only."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, log: Callable[[str], None] = print):
         self.path = run_dir / LOG_FILE
         self.enabled = enabled
         self.events = 0
@@ -461,7 +461,10 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                pass
+                log(
+                    "train.tensorboard: TensorBoard is not installed (pip install tensorboard), so only "
+                    f"{LOG_FILE} is written; set train.tensorboard=false to silence this"
+                )
             else:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
@@ -594,7 +597,9 @@ class Trainer:
             for stale in self.run_dir.glob(".*.tmp.*"):
                 stale.unlink(missing_ok=True)  # left by a process killed while writing
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
-        self.metrics_log = MetricsLog(self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard)
+        self.metrics_log = MetricsLog(
+            self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard, log=self.log
+        )
         if payload is not None and payload.get("log_events") is not None:
             self.metrics_log.keep_first(payload["log_events"])
         self.stop_requested = False
