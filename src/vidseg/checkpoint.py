@@ -80,10 +80,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = _restricted_load(path, map_location)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise _corrupt(path, error) from error
-        raise VidsegError(_refusal(path)) from None
+        unsafe = [name for name in _unsafe_globals(path) if name not in _LEGACY_NUMPY_GLOBALS]
+        if unsafe:
+            raise VidsegError(_refusal(path, unsafe)) from None
+        raise _corrupt(path, error) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise _corrupt(path, error) from error
+    except Exception as error:  # the restricted unpickler meets garbage with whatever error it runs into
         raise _corrupt(path, error) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -99,8 +102,9 @@ def _restricted_load(path: Path, map_location: str | torch.device) -> Any:
     else) the same restricted load with NumPy's array constructors allowed."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error) or not set(_unsafe_globals(path)) <= _LEGACY_NUMPY_GLOBALS:
+    except pickle.UnpicklingError:
+        unsafe = set(_unsafe_globals(path))
+        if not unsafe or not unsafe <= _LEGACY_NUMPY_GLOBALS:
             raise
     import numpy as np
 
@@ -123,12 +127,11 @@ def _unsafe_globals(path: Path) -> list[str]:
     pickle's opcodes; nothing is run)."""
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # an unreadable pickle: report what the load itself said
-        return ["<unreadable>"]
+    except Exception:  # not a readable pickle: the file is damaged, which the load reports
+        return []
 
 
-def _refusal(path: Path) -> str:
-    names = [name for name in _unsafe_globals(path) if name not in _LEGACY_NUMPY_GLOBALS]
+def _refusal(path: Path, names: list[str]) -> str:
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     return (
         f"refusing to load checkpoint {path}: it holds Python objects ({shown}) that loading would have to build "

@@ -240,14 +240,14 @@ def validate(config: Config, source: str) -> None:
     data, optim, train, evaluation = config.data, config.optim, config.train, config.eval
     if len(data.size) != 2 or min(data.size) < 1:
         fail("data.size", f"expected [height, width] with positive values, found {data.size}")
-    for key, frames in [
-        ("data.size x data.batch_size x data.num_frames", data.batch_size * data.num_frames),
-        ("data.size x eval.batch_size x eval.num_frames", config.eval.batch_size * config.eval.num_frames),
+    for what, frames in [
+        ("data.size", data.batch_size * data.num_frames),
+        ("data.size (with eval.batch_size and eval.num_frames)", config.eval.batch_size * config.eval.num_frames),
     ]:
         try:
-            check_frame_size(data.size, "size", max(frames, 1))
+            check_frame_size(data.size, what, max(frames, 1))
         except VidsegError as error:
-            fail(key, str(error))
+            raise VidsegError(f"{source}: {error}") from None
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
         fail("data.scale", f"expected [min, max] with 0 < min <= max, found {data.scale}")
     stride = data.frame_stride

@@ -255,29 +255,50 @@ def _holds_inode(folder: Path, target: os.stat_result) -> bool:
 
 @contextlib.contextmanager
 def exclusive_lock(folder: str | os.PathLike, what: str, name: str = ".vidseg.lock") -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (``fcntl.flock`` on ``folder/name``, which records this process's
-    pid) for the block; VidsegError naming the process that holds it already. The kernel releases the lock when
-    the process ends, however it ends, so a killed run never leaves ``folder`` locked."""
-    folder = make_folder(folder)
+    """Hold an exclusive lock on ``folder`` for the block: ``fcntl.flock`` on ``folder/name``, a file that
+    records this process's pid and is removed at the end (as is ``folder`` if the block created it and left it
+    empty). VidsegError naming the process that holds the lock already. The kernel releases the lock when the
+    process ends, however it ends, so a killed process never leaves ``folder`` locked."""
+    folder = Path(folder)
+    created = not folder.exists()
+    make_folder(folder)
     path = folder / name
-    try:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  # held open for the whole block
-    except OSError as error:
-        raise output_error(path, error) from error
-    try:
+    while True:
+        try:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  # held open for the whole block
+        except OSError as error:
+            raise output_error(path, error) from error
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
+            handle.close()
             raise VidsegError(
                 f"{folder} is in use: process {holder} is {what} it (lock {path}); wait for it to finish or stop "
                 "it, or choose another folder"
             ) from None
+        # The holder before us removes the file before it unlocks: lock the file that is at ``path`` now.
+        if _same_open_file(path, handle.fileno()):
+            break
+        handle.close()
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield path
     finally:
+        path.unlink(missing_ok=True)
         handle.close()  # closing releases the lock
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def _same_open_file(path: Path, fd: int) -> bool:
+    try:
+        first, second = path.stat(), os.fstat(fd)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries
 
     check_frame_size(size, "--size", frames=args.num_frames or 1)
-    # The cache may live inside the dataset root (beside the folders it caches), but it may not replace them.
+    # The cache may live inside the dataset root (beside the folders it caches), but it may not be or hold them.
     out, root = Path(args.out), Path(args.root)
     inputs = [("--root", root)] if not root.is_dir() else [
         ("dataset entry", entry) for entry in root.iterdir() if not _holds(entry, out)
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _holds(entry, out) -> bool:
-    """Whether dataset entry ``entry`` is ``out`` or a folder above it (resolved)."""
+    """Whether dataset entry ``entry`` is a folder above ``out`` (resolved)."""
     from pathlib import Path
 
-    entry, out = Path(os.path.realpath(entry)), Path(os.path.realpath(out))
-    return entry == out or entry in out.parents
+    return Path(os.path.realpath(entry)) in Path(os.path.realpath(out)).parents

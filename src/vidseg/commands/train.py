@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.config import config_to_dict, load_config
     from vidseg.errors import VidsegError
     from vidseg.fileio import check_outputs_spare_inputs
-    from vidseg.train import RUN_FILES, refuse_resume_changes, resume_config, train
+    from vidseg.train import RUN_FILES, resume_config, train
 
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
@@ -40,10 +40,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         stored = resume_config(run_dir)
         config = load_config(args.config, args.overrides) if args.config else resume_config(run_dir, args.overrides)
-        refuse_resume_changes(config_to_dict(stored), config_to_dict(config), run_dir)
         changed = _changed_keys(config_to_dict(stored), config_to_dict(config))
-        if changed:
-            print("resuming with changed settings (applied from now on): " + ", ".join(changed))
+        if changed:  # applied from here on, or refused by train() with the reason
+            print("resuming with changed settings: " + ", ".join(changed))
     else:
         if not args.config:
             raise VidsegError("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
