@@ -190,6 +190,19 @@ def test_checkpoints_of_earlier_versions_still_load(tmp_path):
     assert torch.equal(torch.rand(2), expected[2])
 
 
+def test_checkpoints_written_under_numpy_1_still_load(tmp_path, monkeypatch):
+    """NumPy 1 pickles its array constructor as numpy.core.multiarray._reconstruct (NumPy 2: numpy._core)."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    monkeypatch.setattr(multiarray._reconstruct, "__module__", "numpy.core.multiarray")
+    torch.save({"format": FORMAT, **payload(), "rng": {"numpy": np.random.get_state()}}, tmp_path / "np1.pt")
+    monkeypatch.undo()
+    assert "numpy.core.multiarray._reconstruct" in torch.serialization.get_unsafe_globals_in_checkpoint(
+        tmp_path / "np1.pt"
+    )
+    keys = load_checkpoint(tmp_path / "np1.pt")["rng"]["numpy"][1]
+    assert isinstance(keys, np.ndarray) and keys.dtype == np.uint32 and keys.shape == (624,)
+
+
 # ------------------------------------------------------------------------------ outputs that are inputs
 
 
@@ -435,3 +448,14 @@ def test_sigterm_during_segment_removes_its_temporaries_and_a_later_run_removes_
                     "--no-progress")
     assert code == 0, err
     assert sorted(p.name for p in masks.parent.iterdir()) == sorted([kept.name, "masks", "video.mp4"])
+
+
+def test_sigterm_during_evaluate_leaves_no_temporaries_and_no_results(checkpoint, tmp_path):
+    tree = make_cityscapes_tree(tmp_path / "data", cities=("ulm",), sequences=12, dense_frames=6, decoys=False)
+    predictions, out = tmp_path / "predictions", tmp_path / "results.json"
+    # Upsampled 8x so that each window takes long enough to be caught mid-run.
+    process = start("evaluate", "--checkpoint", str(checkpoint), "--data", str(tree.root), "--num-frames", "2",
+                    "--no-tc", "--size", "256x512", "--save-predictions", str(predictions), "--out", str(out))
+    terminate_when(process, lambda: predictions.is_dir() and any(predictions.glob("*_pred.png")))
+    assert not out.exists() and not out.with_suffix(".md").exists()
+    assert not [p for p in tmp_path.rglob(".*") if ".pid" in p.name]

@@ -110,7 +110,12 @@ def _restricted_load(path: Path, map_location: str | torch.device) -> Any:
 
     # Resolved by name: these live in numpy.core under NumPy 1 and in numpy._core under NumPy 2.
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # type: ignore[attr-defined]
-    allowed = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *_numpy_dtype_classes()]
+    allowed: list[Any] = [np.ndarray, np.dtype, *_numpy_dtype_classes()]
+    for package in ("numpy.core", "numpy._core"):  # a file names them as the NumPy that wrote it did
+        allowed += [
+            (multiarray._reconstruct, f"{package}.multiarray._reconstruct"),
+            (multiarray.scalar, f"{package}.multiarray.scalar"),
+        ]
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location=map_location, weights_only=True)
 
