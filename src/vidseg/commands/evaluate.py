@@ -167,6 +167,8 @@ def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries, remove_dead_temporaries_of
 
     markdown = out.with_suffix(".md")
+    if markdown == out:
+        raise VidsegError(f"--out {out}: the results are JSON and the table goes beside them as .md; pass FILE.json")
     outputs = [("--out", out), ("its Markdown table", markdown), ("--save-predictions", args.save_predictions)]
     check_outputs_spare_inputs(outputs, inputs)
     for path, ours in [(out, _is_results_json), (markdown, _is_results_markdown)]:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.config import check_frame_size
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries
 
-    check_frame_size(size, "--size", frames=args.num_frames or 1)
+    check_frame_size(size, "--size")
     # The cache may live inside the dataset root (beside the folders it caches), but it may not be or hold them.
     out, root = Path(args.out), Path(args.root)
     inputs = [("--root", root)] if not root.is_dir() else [
