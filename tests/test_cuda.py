@@ -111,7 +111,6 @@ def test_fp16_autocast_with_grad_scaler_lowers_the_loss_and_stays_finite(tmp_pat
     assert math.isfinite(scale) and scale > 0
     saved = load_checkpoint(tmp_path / "fp16" / "last.pt")
     assert saved["scaler"] is not None and saved["scaler"]["scale"] == scale, "the scaler state must be saved"
-    assert all(t.device.type == "cpu" for t in saved["model"].values()), "checkpoints load onto the CPU"
 
 
 @needs_cuda
@@ -140,19 +139,20 @@ def assert_resumed_state_equals_checkpoint(trainer: Trainer, payload: dict, devi
 @needs_cuda
 def test_a_checkpoint_written_on_the_gpu_resumes_on_the_cpu(tmp_path, synthcity_root):
     run = tmp_path / "run"
-    make_trainer(synth_config(synthcity_root, "cuda", "fp16", steps=4), run).run()
+    # 8 steps: GradScaler skips the first steps whose fp16 gradients overflow, and Adam state needs one taken.
+    make_trainer(synth_config(synthcity_root, "cuda", "fp16", steps=8), run).run()
     payload = load_checkpoint(run / "last.pt")
-    assert payload["step"] == 4 and payload["scaler"] is not None and "cuda" in payload["rng"]
+    assert payload["step"] == 8 and payload["scaler"] is not None and "cuda" in payload["rng"]
 
-    config = resume_config(run, ["train.device=cpu", "train.amp=off", "train.steps=6"])
+    config = resume_config(run, ["train.device=cpu", "train.amp=off", "train.steps=10"])
     trainer = make_trainer(config, run, resume=True)
     assert trainer.scaler is None
     assert_resumed_state_equals_checkpoint(trainer, payload, "cpu")
     result = trainer.run()
-    assert result.step == 6
+    assert result.step == 10
     losses = train_losses(run)
-    assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in losses.values())
-    assert load_checkpoint(run / "last.pt")["step"] == 6
+    assert sorted(losses) == list(range(1, 11)) and all(math.isfinite(v) for v in losses.values())
+    assert load_checkpoint(run / "last.pt")["step"] == 10
 
 
 @needs_cuda
@@ -181,7 +181,9 @@ MODEL = "vanilla-cgru-small-shallow"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A small cGRU model with non-trivial BatchNorm statistics."""
+    """A small cGRU model with non-trivial BatchNorm statistics and a head scaled 20x: a freshly initialised
+    head gives near-uniform probabilities (0.04-0.07), which would hide a wrong path; scaled, they reach ~0.6 and
+    dropping the recurrent state changes them by up to 0.05 (measured on the CPU)."""
     torch.manual_seed(0)
     model = build_model(MODEL, num_classes=19)
     generator = torch.Generator().manual_seed(0)
@@ -189,6 +191,9 @@ def checkpoint(tmp_path_factory) -> Path:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    with torch.no_grad():
+        model.head.weight.mul_(20.0)
+        model.head.bias.mul_(20.0)
     path = tmp_path_factory.mktemp("ckpt") / "cgru.pt"
     save_checkpoint(
         path,
@@ -221,20 +226,23 @@ def segment(checkpoint: Path, frames: list[np.ndarray], **options) -> tuple[np.n
 
 @needs_cuda
 @pytest.mark.parametrize("size", [None, (32, 48), (64, 128)], ids=["native", "shrink", "enlarge"])
-def test_segmenter_on_cuda_equals_the_cpu(checkpoint, size):
+def test_segmenter_on_cuda_equals_the_cpu(checkpoint, size, monkeypatch):
+    # Full fp32 convolutions, so that fp32 on the GPU computes what the CPU does (TF32, PyTorch's default for
+    # cuDNN convolutions, keeps 10 mantissa bits).
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     frames = smooth_frames(6)
     cpu_labels, cpu_probs = segment(checkpoint, frames, device="cpu", size=size)
     for optimize in (True, False):
         labels, probs = segment(checkpoint, frames, device="cuda", size=size, optimize=optimize)
         assert labels.shape == cpu_labels.shape == (6, 45, 83)
-        # TF32 convolutions (PyTorch's default on Ampere and later) and the float resize on the GPU (the CPU
-        # resizes uint8) round differently; a wrong normalisation, resize or state would differ far more.
-        assert np.abs(probs - cpu_probs).max() < 2e-2
-        assert (labels == cpu_labels).mean() > 0.98
+        # The CPU resizes uint8 frames (rounding them), the GPU float ones: 1e-5 apart on the CPU.
+        assert np.abs(probs - cpu_probs).max() < (1e-3 if size is None else 5e-3)
+        assert (labels == cpu_labels).mean() > 0.995
     for amp in ("fp16", "bf16"):
         labels, probs = segment(checkpoint, frames, device="cuda", size=size, amp=amp)
-        assert np.isfinite(probs).all() and np.abs(probs - cpu_probs).max() < 0.1
-        assert (labels == cpu_labels).mean() > 0.9, amp
+        # bf16 autocast on the CPU is 4e-4 from fp32 on average; a stream that lost its state, 2.7e-3.
+        assert np.isfinite(probs).all() and np.abs(probs - cpu_probs).mean() < 1.5e-3, amp
+        assert (labels == cpu_labels).mean() > 0.98, amp
 
 
 @needs_cuda
