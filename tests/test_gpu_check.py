@@ -111,3 +111,27 @@ def test_latency_flatness_separates_a_flat_stream_from_a_growing_one():
     assert flat["late_over_early"] == pytest.approx(1.0) and flat["trend_per_100_frames"] == pytest.approx(0.0)
     growing = gpu_check.flatness([0.010 * (1 + i / 100) for i in range(300)])
     assert growing["late_over_early"] > 1.4 and growing["trend_per_100_frames"] > 0.3
+
+
+def test_memory_benchmark_compares_cuda_peaks_when_it_ran_on_a_gpu():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_memory", REPO / "benchmarks" / "bench_memory.py")
+        assert spec is not None and spec.loader is not None
+        bench_memory = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench_memory)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    gib = 1024**3
+
+    def row(variant: str, cuda_peak: float) -> dict:
+        # A GPU process's host RSS barely moves with the variant; its CUDA peak is the figure.
+        target = {"variant": variant, "device": "cuda", "peak_rss": 2 * gib, "cuda_peak": cuda_peak * gib,
+                  "seconds": 1.0, "saved_bytes": 0, "size": (512, 1024)}
+        return {"variant": variant, "points": [], "predicted": None, "target": target}
+
+    args = argparse.Namespace(model="vanilla-cgru-original", size=(512, 1024), frames=5, batch=1,
+                              fit_sizes=[(128, 256), (256, 512)])
+    text = bench_memory.markdown(args, [row("off", 24.0), row("stage", 4.0)], "python benchmarks/bench_memory.py", gib)
+    assert "| stage | 4.00 |" in text  # the CUDA table
+    assert "- `stage` at 512x1024: 4.00 GiB measured, 6.00x lower than `off` (24.00 GiB measured)" in text
