@@ -402,6 +402,7 @@ def run_stage(name: str, args: argparse.Namespace, work: Path, limit: float) -> 
     if records.exists():
         result["records"] = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
     if name == "tests":
+        result["command"] = "pytest " + " ".join(tests)
         result["records"] = junit_outcomes(work / "junit.xml")
         (Path(args.out) / "tests.log").write_text(output)
         if status.startswith("failed") and result["records"]:
@@ -470,20 +471,22 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str, total:
     for r in results:
         if "error" in r:
             lines += ["", f"`{r['stage']}` output (tail):", "", "```", r["error"].strip()[-1200:], "```"]
-    sections = {"tests": _tests_section, "train": _train_section, "memory": _memory_section,
-                "stream": lambda records: _stream_section(records, args.tiny), "compile": _compile_section}
+    tests_command = by_stage.get("tests", {}).get("command", "pytest")
+    sections = {"tests": lambda records: _tests_section(records, tests_command), "train": _train_section,
+                "memory": _memory_section, "stream": lambda records: _stream_section(records, args.tiny),
+                "compile": _compile_section}
     for name, section in sections.items():
         if name in by_stage:
             lines += ["", *section(by_stage[name]["records"])]
     return "\n".join(lines) + "\n"
 
 
-def _tests_section(records: list[dict]) -> list[str]:
+def _tests_section(records: list[dict], command: str) -> list[str]:
     counts: dict[str, int] = {}
     for record in records:
         counts[record["outcome"]] = counts.get(record["outcome"], 0) + 1
     summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "no outcome recorded"
-    lines = ["## CUDA-marked tests and DDP", "", f"`pytest tests/test_cuda.py tests/test_ddp.py`: {summary}.", "",
+    lines = ["## CUDA-marked tests and DDP", "", f"`{command}`: {summary}.", "",
              "| test | outcome | note |", "|---|---|---|"]
     lines += [f"| `{r['test']}` | {r['outcome']} | {r['note'].replace('|', '/')} |" for r in records]
     return lines
