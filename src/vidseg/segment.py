@@ -211,6 +211,11 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         )
     if device.type not in ("cpu", "cuda"):
         raise VidsegError(f"device {device} is not supported; use cpu or cuda")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VidsegError(
+            f"device {device} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
