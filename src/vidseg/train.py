@@ -45,6 +45,7 @@ from vidseg.fileio import (
     remove_dead_temporaries,
 )
 from vidseg.metrics import all_reduce_sum
+from vidseg.models.inference import cpu_has_fast_bf16
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -644,6 +645,11 @@ class Trainer:
         )
         if train_cfg.amp == "fp16" and ctx.device.type != "cuda":
             raise VidsegError("train.amp: fp16 needs a CUDA device; on CPU use 'bf16' or 'off'")
+        if train_cfg.amp == "bf16" and ctx.device.type == "cpu" and not cpu_has_fast_bf16():
+            self.log(
+                "warning: train.amp=bf16 on a CPU without native bf16 convolutions (AVX512-BF16 or AMX): training "
+                "runs several times slower than float32 here; --set train.amp=off is faster"
+            )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train_cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if train_cfg.amp == "fp16" else None
 
