@@ -392,3 +392,12 @@ def test_segment_to_files_segments_a_rotated_vfr_phone_video_upright_and_keeps_i
     stored, times, rotation = stored_video(out)
     assert rotation == -90 and stored[0].shape == (STORED_HEIGHT, STORED_WIDTH, 3)
     assert times == [Fraction(ms, 1000) for ms in VFR_TIMES_MS]
+
+
+@needs_display_matrix
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused_naming_the_file(tmp_path):
+    # cos 30 and sin 30 degrees in 16.16 fixed point: a picture shown turned by 30 degrees
+    matrix = [56756, -32768, 0, 32768, 56756, 0, 0, 0, 1 << 30]
+    path = write_phone_video(tmp_path / "tilted.mp4", matrix, [0, 33])
+    with pytest.raises(VidsegError, match=f"video {path} is displayed turned by (29|30) degrees.*quarter turns only"):
+        open_frames(path)
