@@ -307,10 +307,11 @@ def _display_rotation(container, stream) -> float:
 
 
 def _announced_seconds(container, stream) -> float | None:
+    """When the last frame ends, by the header, in seconds on the stream's clock."""
     if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    if container.duration:  # microseconds
+        return ((container.start_time or 0) + container.duration) / 1_000_000
     return None
 
 
