@@ -4,6 +4,7 @@ layout: the cache reads the video index)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "cache the frames that windows can touch, resized, as memory-mappable arrays (much faster than PNGs)"
 
@@ -36,6 +37,21 @@ def run(args: argparse.Namespace) -> int:
         raise VidsegError(f"--size: {error}") from None
     if args.num_frames is not None and args.num_frames < 1 or args.max_stride < 1:
         raise VidsegError("--num-frames and --max-stride must be at least 1")
+    from pathlib import Path
+
+    from vidseg.config import check_frame_size
+    from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries
+
+    check_frame_size(size, "--size")
+    # The cache may live inside the dataset root (beside the folders it caches), but it may not be or hold them.
+    out, root = Path(args.out), Path(args.root)
+    inputs = [("--root", root)] if not root.is_dir() else [
+        ("dataset entry", entry) for entry in root.iterdir() if not _holds(entry, out)
+    ]
+    check_outputs_spare_inputs([("--out", out)], inputs)
+    if out.is_dir():
+        for folder, _, _ in os.walk(out):
+            remove_dead_temporaries(folder)  # left by a killed earlier run
     start = time.perf_counter()
     try:
         manifest = prepare_cache(
@@ -63,3 +79,10 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"cache written to {args.out} in {seconds:.1f} s")
     return 0
+
+
+def _holds(entry, out) -> bool:
+    """Whether dataset entry ``entry`` is a folder above ``out`` (resolved)."""
+    from pathlib import Path
+
+    return Path(os.path.realpath(entry)) in Path(os.path.realpath(out)).parents

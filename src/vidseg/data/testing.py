@@ -340,7 +340,7 @@ def make_folders_tree(
     root = Path(root)
     tree = TreeInfo(root=root, size=(size[0], size[1]), dense=False)
     colours = np.array([c for _, c in FOLDER_CLASSES], dtype=np.uint8)
-    videos = {
+    videos: dict[str, dict[str, tuple[list[int], set[int] | None, bool]]] = {
         "train": {"street": ([1, 2, 3, 4, 5, 6], {1, 3, 4, 6}, False), "yard": ([10, 11, 12, 20, 21], None, True)},
         "val": {"lane": ([7, 8, 9], None, False)},
     }
