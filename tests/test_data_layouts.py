@@ -223,8 +223,8 @@ def test_detection_names_what_each_layout_expects(tmp_path, camvid, vspw, folder
     for tree, layout in ((camvid, "camvid"), (vspw, "vspw"), (folders, "folders"), (cityscapes_tree, "cityscapes")):
         assert build_index(tree.root, "train").layout == layout
     (tmp_path / "stuff").mkdir()
-    with pytest.raises(VidsegError, match=r"in no known dataset layout .*stuff.*cityscapes: gtFine.*camvid: .*vspw: "
-                                          r".*folders: classes.yaml"):
+    with pytest.raises(VidsegError, match=r"in no known dataset layout: it has no gtFine/ folder \(found: stuff\).*"
+                                          r"cityscapes: gtFine.*camvid: .*vspw: .*folders: classes.yaml"):
         build_index(tmp_path, "train")
     both = make_folders_tree(tmp_path / "both")
     make_cityscapes_tree(both.root, cities=("ulm",), splits=("train",))
