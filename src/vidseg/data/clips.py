@@ -377,14 +377,6 @@ def _pick(count: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(count, (1,), generator=generator))
 
 
-def sequence_of(index: VideoIndex, name: str) -> Sequence:
-    """The sequence called ``name``; KeyError if there is none."""
-    for sequence in index.sequences:
-        if sequence.name == name:
-            return sequence
-    raise KeyError(name)
-
-
 def open_dataset(
     root: str | os.PathLike,
     split: str,
