@@ -1,4 +1,5 @@
-"""`vidseg prepare`: cache the frames that training/evaluation windows touch, resized, for fast loading."""
+"""`vidseg prepare`: cache the frames that training/evaluation windows touch, resized, for fast loading (any
+layout: the cache reads the video index)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ HELP = "cache the frames that windows can touch, resized, as memory-mappable arr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="dataset root (Cityscapes layout or SynthCity)")
+    parser.add_argument("--root", required=True, help="dataset root (Cityscapes/SynthCity, CamVid, VSPW, folders)")
+    parser.add_argument(
+        "--layout", default=None, help="the root's layout: cityscapes, camvid, vspw or folders (default: detected)"
+    )
     parser.add_argument("--out", required=True, help="cache folder (an existing cache of the same size is updated)")
     parser.add_argument("--size", required=True, help="HEIGHTxWIDTH of the cached frames, e.g. 512x1024")
     parser.add_argument("--split", nargs="+", default=None, help="splits to cache (default: train and val)")
     parser.add_argument(
-        "--num-frames", type=int, default=None, help="longest window to serve (default: whole 30-frame snippets)"
+        "--num-frames", type=int, default=None, help="longest window to serve (default: whole sequences/snippets)"
     )
     parser.add_argument("--max-stride", type=int, default=1, help="largest frame stride to serve (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="processes decoding PNGs in parallel (default 1)")
@@ -59,11 +63,14 @@ def run(args: argparse.Namespace) -> int:
             max_stride=args.max_stride,
             workers=args.workers,
             progress=True,
+            layout=args.layout,
         )
     except ValueError as error:
         raise VidsegError(f"--num-frames/--max-stride: {error}") from None
     seconds = time.perf_counter() - start
     for split, info in manifest["splits"].items():
+        if args.split is not None and split not in args.split:
+            continue
         frames = sum(len(entry["frames"]) for entry in info["entries"])
         missing = sum(len(entry["missing"]) for entry in info["entries"])
         print(

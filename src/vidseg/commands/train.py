@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in RUN_DIR from its newest loadable checkpoint (CONFIG defaults to the run's own)",
     )
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
+    parser.add_argument(
+        "--layout", help="dataset layout of data.root: cityscapes, camvid, vspw or folders (same as --set data.layout=)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.errors import VidsegError
     from vidseg.fileio import check_outputs_spare_inputs
     from vidseg.train import RUN_FILES, resume_config, train
+
+    if args.layout:
+        args.overrides = [*args.overrides, f"data.layout={args.layout}"]
 
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
