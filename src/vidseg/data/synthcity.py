@@ -637,13 +637,13 @@ def generate(
     remove_dead_temporaries_of(out)  # what a killed earlier run left
     partial = out.parent / f"{temporary_prefix(out.name)}partial"
     shutil.rmtree(partial, ignore_errors=True)
-    make_folder(partial, output=out)
     jobs = [
         (partial, split, index, seed, frames, (height, width), colour)
         for split in SPLITS
         for index in range(counts[split])
     ]
     try:
+        make_folder(partial, output=out)
         with explained_write_errors(out):
             if workers > 1:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
