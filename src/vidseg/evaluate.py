@@ -145,6 +145,7 @@ def evaluate_model(
     per_position: str = "auto",
     mode: str = "auto",
     score_at: str = "labels",
+    limit: int | None = None,
     save_predictions: str | os.PathLike | None = None,
     prediction_size: tuple[int, int] | None = None,
     label_set=None,
@@ -172,6 +173,7 @@ def evaluate_model(
             ``off``.
         mode: ``auto``, ``stream`` or ``windows``.
         score_at: ``labels`` or ``working`` (stream mode; windows follow the dataset's transform).
+        limit: evaluate the first ``limit`` windows, or in stream mode sequences, only.
         save_predictions: a folder for ``<name>_pred.png`` images of the scored frames, at the scored
             resolution: Cityscapes labelIds for the Cityscapes label sets, class indices otherwise.
         prediction_size: ``(height, width)`` the saved PNGs are resized to (nearest); None keeps the scored size.
@@ -209,6 +211,13 @@ def evaluate_model(
     if len(dataset) == 0:
         raise VidsegError("the evaluation dataset has no windows; check the data root and split")
     mode = _resolve_mode(mode, dataset, base)
+    if limit is not None and limit < 1:
+        raise VidsegError(f"limit must be a positive count, got {limit}")
+    if mode == "windows" and limit is not None and limit < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    num_sequences = len(base.index.sequences) if mode == "stream" else 0
+    if limit is not None:
+        num_sequences = min(num_sequences, limit)
     num_frames = int(getattr(base, "num_frames", 0) or dataset[0]["frames"].shape[0])
     if mode == "stream" and per_position == "labelled":
         raise VidsegError(
@@ -228,7 +237,17 @@ def evaluate_model(
                 per_position = "off" if per_position == "off" else "context"
                 meters = _Meters(spec, num_frames, num_classes, device, tc, _corruption_names(base))
                 _evaluate_stream(
-                    net, base, corruption, meters, device, num_workers, score_at, per_position, saver, progress
+                    net,
+                    base,
+                    num_sequences,
+                    corruption,
+                    meters,
+                    device,
+                    num_workers,
+                    score_at,
+                    per_position,
+                    saver,
+                    progress,
                 )
                 scored_at = score_at
             else:
@@ -245,7 +264,7 @@ def evaluate_model(
         net.train(was_training)
 
     meters.all_reduce()
-    expected = len(base.index.sequences) if mode == "stream" else len(dataset)
+    expected = num_sequences if mode == "stream" else len(dataset)
     results = meters.results(label_set, per_position, mode, expected)
     results["score_at"] = scored_at
     return results
@@ -468,14 +487,14 @@ class _SequenceFrames(torch.utils.data.Dataset):
 
 
 def _evaluate_stream(
-    net, base, corruption, meters: _Meters, device, num_workers, score_at, per_position, saver, progress
+    net, base, num_sequences, corruption, meters: _Meters, device, num_workers, score_at, per_position, saver, progress
 ) -> None:
     from tqdm import tqdm
 
     rank, world = _rank_and_world()
     index = base.index
     size = getattr(getattr(base, "transform", None), "size", None)
-    frames = _SequenceFrames(index, list(range(rank, len(index.sequences), world)), size, score_at, corruption)
+    frames = _SequenceFrames(index, list(range(rank, num_sequences, world)), size, score_at, corruption)
     loader = torch.utils.data.DataLoader(frames, batch_size=None, shuffle=False, num_workers=num_workers)
     lut = meters.spec.target_lut.to(device)
     context = meters.num_frames

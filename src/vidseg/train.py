@@ -726,6 +726,8 @@ class Trainer:
                 f"stopped by SIGTERM at step {progress.step}; checkpoint {self.run_dir / 'last.pt'} written; "
                 f"continue with: vidseg train --resume {self.run_dir}"
             )
+        else:
+            self.log(self._stop_summary())
         return TrainResult(progress.step, progress.epoch, stopped_by, dict(progress.metrics), self.run_dir)
 
     def _train_epoch(self) -> str:
@@ -852,6 +854,29 @@ class Trainer:
             "optim.grad_clip, or check the data for bad labels"
         )
 
+    def _stop_summary(self) -> str:
+        """Why a run that used up its budget stopped, and which checkpoint is best."""
+        train_cfg, progress = self.train_cfg, self.progress
+        spent = []
+        if train_cfg.steps is not None and progress.step >= train_cfg.steps:
+            spent.append(f"train.steps={train_cfg.steps}")
+        if train_cfg.epochs is not None and progress.epoch >= train_cfg.epochs:
+            spent.append(f"train.epochs={train_cfg.epochs}")
+        if train_cfg.minutes is not None and self._elapsed() >= train_cfg.minutes * 60:
+            spent.append(f"train.minutes={train_cfg.minutes:g}")
+        why = f"stopped at step {progress.step} (epoch {progress.epoch}): budget {' and '.join(spent) or 'reached'}"
+        best_step = progress.metrics.get("best_step")
+        if best_step is not None:
+            best = (
+                f"best checkpoint: {self.run_dir / 'best.pt'} (validation mIoU {progress.best_miou:.4f} at step "
+                f"{best_step})"
+            )
+        elif self._evaluates():
+            best = f"no validation mIoU was defined, so there is no best.pt; last: {self.run_dir / 'last.pt'}"
+        else:
+            best = f"no validation (eval.every_epochs and eval.every_steps are 0); last: {self.run_dir / 'last.pt'}"
+        return f"{why}; {best}"
+
     def _budget_spent(self) -> bool:
         train_cfg, progress = self.train_cfg, self.progress
         return (
@@ -901,6 +926,7 @@ class Trainer:
         improved = miou is not None and miou > progress.best_miou
         if improved:
             progress.best_miou = miou
+            progress.metrics["best_step"] = progress.step
         progress.metrics.update({"val": results, "val_step": progress.step, "best_miou": progress.best_miou})
         event = {"event": "eval", "step": progress.step, "epoch": progress.epoch}
         event.update({key: value for key, value in results.items() if not isinstance(value, (list, dict))})

@@ -175,10 +175,10 @@ class CorruptedClips(torch.utils.data.Dataset):
         dataset: samples as ``vidseg.data`` documents them (normalised frames); indices pass through, including
             the ``(index, seed)`` form of seeded training samples.
         corruption: what to apply.
-        deterministic: key each frame by its name (``frame_names`` of the sample when present, else the
-            annotated frame's name and the frame's offset from it, which names it within fixed-stride windows):
-            the same frames always get the same corruption (evaluation). Otherwise draw from the sample's seed
-            (``(index, seed)``) or torch's global RNG (training).
+        deterministic: key each frame by its name (from the dataset's ``window_frames`` when it has them, else
+            the annotated frame's name and the frame's offset from it, which names it within fixed-stride
+            windows): the same frames always get the same corruption (evaluation). Otherwise draw from the
+            sample's seed (``(index, seed)``) or torch's global RNG (training).
     """
 
     def __init__(self, dataset, corruption: Corruption, deterministic: bool):
@@ -205,15 +205,20 @@ class CorruptedClips(torch.utils.data.Dataset):
             generator = torch.Generator().manual_seed(key_seed(int(index[1]), "corrupt") % 2**63)
         keys = None
         if self.deterministic:
-            names = sample.get("frame_names")
-            if names is None:
-                gt_index = int(sample["gt_index"])
-                names = [
-                    f"{sample['name']}{t - gt_index:+d}" if t != gt_index else str(sample["name"])
-                    for t in range(sample["frames"].shape[0])
-                ]
-            keys = list(names)
+            keys = self._frame_names(index, sample)
         codes = torch.as_tensor(sample["corruption"])
         frames, codes = self.corruption.apply_clip(denormalize(sample["frames"]), codes, keys, generator)
         sample["frames"], sample["corruption"] = normalize(frames), codes
         return sample
+
+    def _frame_names(self, index, sample: dict) -> list[str]:
+        window_frames = getattr(self.dataset, "window_frames", None)
+        if window_frames is not None and not isinstance(index, tuple):
+            # Evaluation windows are fixed (one position, one stride), so no generator is needed.
+            frames, _ = window_frames(index)
+            return [frame.name for frame in frames]
+        gt_index = int(sample["gt_index"])
+        return [
+            f"{sample['name']}{t - gt_index:+d}" if t != gt_index else str(sample["name"])
+            for t in range(sample["frames"].shape[0])
+        ]
