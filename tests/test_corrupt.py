@@ -7,7 +7,7 @@ import torch
 
 from vidseg.config import config_from_dict
 from vidseg.data import corrupt, synthcity
-from vidseg.data.corrupt import CORRUPTIONS, KINDS, Corruption, CorruptedClips, corrupt_image
+from vidseg.data.corrupt import CORRUPTIONS, KINDS, CorruptedClips, Corruption, corrupt_image
 from vidseg.data.transforms import denormalize, normalize
 from vidseg.errors import VidsegError
 
@@ -95,7 +95,8 @@ def test_corrupted_clips_evaluation_is_deterministic_and_keeps_labels_and_given_
     assert (codes[:, 1] == 2).all(), "frames the data already marks as corrupted are left as they are"
     assert (codes[:, [0, 2, 3]] > 0).any() and (codes[:, [0, 2, 3]] == 0).any()
     for i, (sample, repeat) in enumerate(zip(first, again)):
-        assert torch.equal(sample["frames"], repeat["frames"]) and torch.equal(sample["corruption"], repeat["corruption"])
+        assert torch.equal(sample["frames"], repeat["frames"])
+        assert torch.equal(sample["corruption"], repeat["corruption"])
         original = clean[i]
         assert torch.equal(sample["labels"], original["labels"])
         for t in range(4):
