@@ -371,3 +371,39 @@ def test_evaluate_command_gives_corrupted_figures(long_tree, tmp_path):
     assert set(results["corruption"]["types"]) <= {"dark", "blur"} and results["corruption"]["types"]
     assert "per_position" not in results and math.isfinite(results["miou"])
     assert main([*args, "--set", "train.steps=3"]) == 2
+
+
+def _stream_rank(rank: int, world: int, port: int, root: str, weights: str, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = build_model("vanilla-crnn-small-shallow", num_classes=19)
+        model.load_state_dict(torch.load(weights))
+        results = evaluate_model(model.eval(), dataset_of(root), progress=False)
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(results, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_stream_whole_sequences_with_the_figures_of_one_process(long_tree, tmp_path):
+    import socket
+
+    model = tiny_model("vanilla-crnn-small-shallow")
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(
+        _stream_rank, args=(2, port, str(long_tree.root), str(tmp_path / "weights.pt"), str(tmp_path)), nprocs=2
+    )
+    first = json.loads((tmp_path / "rank0.json").read_text())
+    second = json.loads((tmp_path / "rank1.json").read_text())
+    single = evaluate_model(model, dataset_of(long_tree.root), progress=False)
+    assert first == second and first["sequences"] == 2 and first["frames_scored"] == 2 * FRAMES
+    for key in ("miou", "aacc", "pixels", "tc", "tc_pairs", "mvc_8", "mvc_16", "mvc_runs"):
+        assert first[key] == pytest.approx(single[key]), key
+    assert first["per_position"]["miou"] == pytest.approx(single["per_position"]["miou"])

@@ -171,7 +171,7 @@ def evaluate_model(
             the labelled frames at each window position (different frames at each position); ``auto``:
             ``context`` when windows carry a single labelled frame or when streaming, else ``labelled``;
             ``off``.
-        mode: ``auto``, ``stream`` or ``windows``.
+        mode: ``auto``, ``stream`` or ``windows`` (``auto`` with ``per_position="labelled"`` means windows).
         score_at: ``labels`` or ``working`` (stream mode; windows follow the dataset's transform).
         limit: evaluate the first ``limit`` windows, or in stream mode sequences, only.
         save_predictions: a folder for ``<name>_pred.png`` images of the scored frames, at the scored
@@ -210,7 +210,8 @@ def evaluate_model(
         raise VidsegError("amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
     if len(dataset) == 0:
         raise VidsegError("the evaluation dataset has no windows; check the data root and split")
-    mode = _resolve_mode(mode, dataset, base)
+    # Window positions exist in window mode only: asking for them picks it.
+    mode = _resolve_mode("windows" if mode == "auto" and per_position == "labelled" else mode, dataset, base)
     if limit is not None and limit < 1:
         raise VidsegError(f"limit must be a positive count, got {limit}")
     if mode == "windows" and limit is not None and limit < len(dataset):
