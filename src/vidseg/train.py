@@ -918,6 +918,9 @@ class Trainer:
             num_workers=self.config.data.num_workers,
             protocol=self.config.eval.protocol,
             tc=self.config.eval.tc,
+            per_position=self.config.eval.per_position,
+            mode=self.config.eval.mode,
+            score_at=self.config.eval.score_at,
             label_set=self.label_set,
             progress=self.bar is not None and not self.bar.disable,
         )
