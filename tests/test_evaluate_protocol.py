@@ -407,3 +407,39 @@ def test_two_ranks_stream_whole_sequences_with_the_figures_of_one_process(long_t
     for key in ("miou", "aacc", "pixels", "tc", "tc_pairs", "mvc_8", "mvc_16", "mvc_runs"):
         assert first[key] == pytest.approx(single[key]), key
     assert first["per_position"]["miou"] == pytest.approx(single["per_position"]["miou"])
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def training_config(root, **eval_section):
+    from vidseg.config import config_from_dict
+
+    raw = {
+        "model": {"name": "vanilla-crnn-small-shallow"},
+        "data": {"root": str(root), "train_split": "val", "size": list(WORKING), "num_frames": 2, "batch_size": 2},
+        "train": {"steps": 2, "log_every": 1, "tensorboard": False},
+        "eval": {"every_epochs": 0, "every_steps": 1, "num_frames": 2, **eval_section},
+    }
+    return config_from_dict(raw, source="test config", overrides=["data.corrupt.rate=0.5", "data.corrupt.seed=2"])
+
+
+def test_training_validates_on_corrupted_frames_and_ends_naming_the_best_checkpoint(long_tree, tmp_path):
+    from vidseg.train import train
+
+    messages: list[str] = []
+    result = train(training_config(long_tree.root), tmp_path / "run", log=messages.append)
+    validation = result.metrics["val"]
+    assert validation["mode"] == "stream" and validation["frames_scored"] == 2 * FRAMES
+    corruption = Corruption(rate=0.5, seed=2)
+    expected = {CORRUPTIONS[corruption.draw(name)[0]] for name in long_tree.codes.values()} - {"clean"}
+    assert set(validation["corruption"]["types"]) == expected
+    best_step = result.metrics["best_step"]
+    assert messages[-1] == (
+        f"stopped at step 2 (epoch {result.epoch}): budget train.steps=2; best checkpoint: "
+        f"{tmp_path / 'run' / 'best.pt'} (validation mIoU {result.metrics['best_miou']:.4f} at step {best_step})"
+    )
+
+    config = training_config(long_tree.root, every_steps=0)
+    train(config, tmp_path / "quiet", log=messages.append)
+    assert messages[-1].startswith("stopped at step 2") and "no validation" in messages[-1]
