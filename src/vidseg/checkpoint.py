@@ -1,7 +1,9 @@
 """Checkpoints: one file holds everything needed to resume training or to rebuild the model for inference.
 
 Keys: ``format``, ``model_name``, ``num_classes``, ``label_set``, ``model`` (state dict), and for training runs
-``config``, ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``metrics``, ``rng``. Writes are atomic.
+``config``, ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``metrics``, ``rng``, ``label_set_spec`` (the
+label set's names, colours and raw-code mapping: ``checkpoint_label_set``) and ``working_size`` ([height, width]
+the model was trained at). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -75,3 +77,32 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     return missing, unexpected
+
+
+def checkpoint_label_set(checkpoint: dict[str, Any]):
+    """The LabelSet a checkpoint's model predicts: its recorded ``label_set_spec``, else the named set (older
+    checkpoints), else ``report``/``cityscapes`` by class count. VidsegError if it disagrees with the model."""
+    from vidseg.data.labels import get_label_set, label_set_from_spec
+
+    spec = checkpoint.get("label_set_spec")
+    num_classes = int(checkpoint["num_classes"])
+    if spec is not None:
+        label_set = label_set_from_spec(spec)
+    else:
+        name = checkpoint.get("label_set") or ("report" if num_classes == 20 else "cityscapes")
+        try:
+            label_set = get_label_set(name)
+        except ValueError as error:
+            raise VidsegError(f"checkpoint: {error}") from None
+    if label_set.num_classes != num_classes:
+        raise VidsegError(
+            f"the checkpoint's model predicts {num_classes} classes but its label set {label_set.name!r} has "
+            f"{label_set.num_classes}; it was not written by vidseg train"
+        )
+    return label_set
+
+
+def checkpoint_working_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) the checkpoint's model was trained at, if recorded."""
+    size = checkpoint.get("working_size") or (checkpoint.get("config") or {}).get("data", {}).get("size")
+    return (int(size[0]), int(size[1])) if size else None

