@@ -36,7 +36,14 @@ from vidseg import checkpoint as ckpt
 from vidseg import distributed
 from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_write_text, explained_write_errors, make_folder
+from vidseg.fileio import (
+    atomic_write_text,
+    check_outputs_spare_inputs,
+    exclusive_lock,
+    explained_write_errors,
+    make_folder,
+    remove_dead_temporaries,
+)
 from vidseg.metrics import all_reduce_sum
 
 if TYPE_CHECKING:
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
 IGNORE_INDEX = 255
 LOG_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
+RUN_FILES = (CONFIG_FILE, LOG_FILE, "last.pt", "best.pt")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -423,19 +431,81 @@ def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torc
     )
 
 
+# What a resumed run takes from its (possibly changed) config: the optimizer's hyperparameters, the schedule
+# (optim.schedule, warmup_fraction, final_lr_scale: LRSchedule is built from the config and only its progress is
+# restored), optim.grad_clip, the budget, logging, checkpointing, evaluation and the device. Settings that
+# decide what each step computes from which samples cannot change without breaking exact resume; a changed one
+# is refused (keys, or whole sections ending in ".").
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+RESUME_FIXED = (
+    "model.", "data.", "loss.", "optim.name", "optim.accumulate", "train.seed", "train.amp", "train.init_from",
+    "train.init_temporal",
+)
+RESUME_FREE = ("data.root", "data.cache", "data.num_workers")
+"""Exceptions to RESUME_FIXED: where the same data is read from, and how fast."""
+
+
+def refuse_resume_changes(stored: dict, current: dict, run_dir: Path) -> None:
+    """VidsegError listing the settings of ``RESUME_FIXED`` that differ between the run's stored config and the
+    one it is resumed with (keys that the stored config lacks, from older versions, are not compared)."""
+    changed = [
+        f"{key} {old!r} -> {new!r}"
+        for key, old, new in _differences(stored, current)
+        if key.startswith(RESUME_FIXED) and key not in RESUME_FREE
+    ]
+    if changed:
+        raise VidsegError(
+            f"resume {run_dir}: {', '.join(changed)} cannot change in a resumed run: the model, the data, the "
+            "loss, the optimizer type, accumulation, the seed, amp and the warm start decide what each step "
+            "computes, so the run would no longer be the one its checkpoints record. Resume with the old values, "
+            "or start a new run (vidseg train CONFIG --out NEW_DIR --set train.init_from=OLD_DIR/last.pt)"
+        )
+
+
+def _differences(before: dict, after: dict, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    for key, value in after.items():
+        if key not in before:
+            continue
+        old = before[key]
+        if isinstance(value, dict) and isinstance(old, dict):
+            yield from _differences(old, value, f"{prefix}{key}.")
+        elif old != value:
+            yield f"{prefix}{key}", old, value
+
+
 # ------------------------------------------------------------------------------------------ RNG states
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The Python, NumPy, torch (and CUDA) RNG states as tensors and plain data, as a checkpoint holds them."""
+    version, internal, gauss = random.getstate()
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy form is a tuple
+    states: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    """Restore what ``rng_states`` saved (or the tuples that checkpoints of earlier versions hold)."""
+    python, numpy_state = states["python"], states["numpy"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss"])
+    random.setstate(python)
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -623,8 +693,7 @@ class Trainer:
 
         if ctx.is_main:
             make_folder(self.run_dir)
-            for stale in self.run_dir.glob(".*.tmp.*"):
-                stale.unlink(missing_ok=True)  # left by a process killed while writing
+            remove_dead_temporaries(self.run_dir)  # left by a process killed while writing
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
         self.metrics_log = MetricsLog(
             self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard, log=self.log
@@ -707,11 +776,17 @@ class Trainer:
             raise VidsegError(
                 f"resume: the run was seeded with {data_order['seed']} but the config says train.seed={self.seed}"
             )
+        refuse_resume_changes(payload.get("config") or {}, config_to_dict(self.config), self.run_dir)
         self.model.load_state_dict(payload["model"])
+        # The hyperparameters of this config, not the stored ones, must drive the rest of the run.
+        settings = [{key: group[key] for key in OPTIMIZER_SETTINGS} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
         except ValueError as error:
             raise VidsegError(f"resume: the optimizer state does not fit this config ({error})") from error
+        for group, setting in zip(self.optimizer.param_groups, settings):
+            group.update(setting)
+            group["initial_lr"] = setting["lr"]
         self.schedule.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
@@ -1092,10 +1167,33 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, log: Callab
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        return Trainer(config, Path(run_dir), ctx, resume, log).run()
+        with contextlib.ExitStack() as held:
+            _lock_run_dir(Path(run_dir), config, ctx, resume, held)
+            return Trainer(config, Path(run_dir), ctx, resume, log).run()
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         distributed.shutdown()
+
+
+def _lock_run_dir(
+    run_dir: Path, config: Config, ctx: distributed.Context, resume: bool, held: contextlib.ExitStack
+) -> None:
+    """On the main process: check that the run's files spare its inputs and hold the run directory's lock
+    (one writer per run: a second ``train --out`` or ``--resume`` on it fails naming this process); every
+    process gets the main process's VidsegError."""
+    error = None
+    if ctx.is_main:
+        try:
+            outputs = [(f"run directory file {name}", run_dir / name) for name in RUN_FILES]
+            inputs = [("data.root", config.data.root), ("train.init_from", config.train.init_from)]
+            check_outputs_spare_inputs(outputs, inputs)
+            if not resume or run_dir.is_dir():  # resume explains a missing run directory itself
+                held.enter_context(exclusive_lock(run_dir, "training"))
+        except VidsegError as failure:
+            error = str(failure)
+    error = distributed.broadcast_object(error)
+    if error is not None:
+        raise VidsegError(error)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", help="results JSON (default: <checkpoint>-<split>-<protocol>.json beside it)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing --out JSON or its .md sibling that `vidseg evaluate` did not write "
+        "(its own results are always replaced)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
         "--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast (fp16: CUDA only)"
@@ -134,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     mode = args.mode or eval_config.get("mode", "auto")
     score_at = args.score_at or eval_config.get("score_at", "labels")
     corruption = _corruption(args, data_config)
+    if size is not None:
+        from vidseg.config import check_frame_size
+
+        check_frame_size(size, "--size" if args.size else f"data.size of checkpoint {checkpoint_path}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     suffix = "-C" if corruption is not None else ""
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out
         else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}{suffix}.json")
     )
+    _check_outputs(out, args, [("--checkpoint", checkpoint_path), ("the dataset root", root)])
     check_writable(out)  # fail now, not after the evaluation
 
     rank, world_size, device = _start_processes(args.device)
@@ -235,12 +245,55 @@ def _corruption(args: argparse.Namespace, data_config: dict):
         raise VidsegError(f"--corrupt / --set data.corrupt: {error}") from None
 
 
+def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:
+    """Refuse outputs that are inputs, and existing files that this command did not write (unless --overwrite);
+    remove what a killed earlier run left beside them."""
+    from vidseg.errors import VidsegError
+    from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries, remove_dead_temporaries_of
+
+    markdown = out.with_suffix(".md")
+    if markdown == out:
+        raise VidsegError(f"--out {out}: the results are JSON and the table goes beside them as .md; pass FILE.json")
+    outputs = [("--out", out), ("its Markdown table", markdown), ("--save-predictions", args.save_predictions)]
+    check_outputs_spare_inputs(outputs, inputs)
+    for path, ours in [(out, _is_results_json), (markdown, _is_results_markdown)]:
+        if path.is_dir():
+            raise VidsegError(f"output {path} is a folder; pass --out FILE.json")
+        if path.exists() and not args.overwrite and not ours(path):
+            raise VidsegError(
+                f"{path} exists and was not written by `vidseg evaluate` (the results go to --out {out} and the "
+                f"table to {markdown}); choose another --out, or pass --overwrite to replace it"
+            )
+        remove_dead_temporaries_of(path)
+    if args.save_predictions:
+        remove_dead_temporaries(args.save_predictions)
+
+
+def _is_results_json(path: Path) -> bool:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and isinstance(results.get("run"), dict) and "headline" in results
+
+
+def _is_results_markdown(path: Path) -> bool:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return False
+    # The header of the summary table, as written now and before stream mode (its "windows" column).
+    return any(line.startswith(("| protocol | frames | mIoU |", "| protocol | windows | mIoU |")) for line in lines)
+
+
 def _check_label_set(checkpoint: dict, path: Path) -> None:
     from vidseg.data.labels import get_label_set
     from vidseg.errors import VidsegError
 
     name = checkpoint.get("label_set")
-    if name is None:  # older checkpoints: resolve_protocol checks the class count alone
+    if name is None or checkpoint.get("label_set_spec") is not None:
+        # Older checkpoints: resolve_protocol checks the class count alone; a recorded spec is checked when the
+        # dataset is built (checkpoint_label_set).
         return
     try:
         label_set = get_label_set(name)
@@ -322,14 +375,22 @@ def _start_processes(device_arg: str):
 
 
 def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint: dict, args):
+    from vidseg.checkpoint import checkpoint_label_set
     from vidseg.data.clips import open_dataset
+    from vidseg.data.labels import get_label_set
     from vidseg.data.transforms import ClipTransform
     from vidseg.errors import VidsegError
 
-    label_set = checkpoint.get("label_set")
-    if label_set in (None, "cityscapes", "report"):
+    # The model's own label set (a recorded spec covers a classes.yaml); the class count of an older checkpoint
+    # without one is checked against the protocol by evaluate_model.
+    named = checkpoint.get("label_set")
+    if checkpoint.get("label_set_spec") is not None:
+        label_set = checkpoint_label_set(checkpoint)
+    else:
+        label_set = get_label_set(named if named not in (None, "cityscapes", "report") else "cityscapes")
+    if label_set.name in ("cityscapes", "report"):
         # Each Cityscapes protocol reads the labels in the set that describes its ground truth exactly.
-        label_set = "report" if args.protocol == "report" else "cityscapes"
+        label_set = get_label_set("report" if args.protocol == "report" else "cityscapes")
     try:
         return open_dataset(
             root,

@@ -116,7 +116,9 @@ def _read_synthcity_meta(path: Path) -> dict:
         raise VidsegError(f"cannot read {path} ({error}); regenerate the dataset with `vidseg synth`") from None
     if not isinstance(meta, dict) or "sequences" not in meta:
         raise VidsegError(f"{path} has no 'sequences' entry; regenerate the dataset with `vidseg synth`")
-    return meta
+    from vidseg.data.synthcity import validate_metadata
+
+    return validate_metadata(meta, path)
 
 
 def corruption_codes(meta: dict | None, split: str, city: str, seq: int, last_frame: int) -> tuple[int, ...] | None:

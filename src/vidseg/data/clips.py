@@ -165,6 +165,11 @@ class ClipDataset(torch.utils.data.Dataset):
         self.skipped = 0
         self.skipped_names: list[str] = []
         self._unknown_ids_reported = False
+        if index.num_labelled == 0:
+            raise VidsegError(
+                f"split {index.split!r} of {index.root} ({index.layout}) has no labelled frame: a clip dataset draws "
+                "its windows around labelled frames"
+            )
         if index.single_frames is not None and self.num_frames > 1:
             raise VidsegError(f"num_frames={self.num_frames}: {index.single_frames}")
         self.anchors = self._anchors()

@@ -81,7 +81,22 @@ def read_colour_label(path: str | os.PathLike, colours: np.ndarray) -> np.ndarra
     """
     path = Path(path)
     with open_image(path) as image:
-        rgb = rgb_array(image).astype(np.int64)
+        return decode_colours(rgb_array(image), colours)
+
+
+def read_any_label(path: str | os.PathLike, colours: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W]`` codes of a label file: one channel as is (``read_label_ids``), RGB(A) decoded by
+    ``colours`` (``read_colour_label``)."""
+    path = Path(path)
+    with open_image(path) as image:
+        if image.mode in ("RGB", "RGBA"):
+            return decode_colours(rgb_array(image), colours)
+    return read_label_ids(path)
+
+
+def decode_colours(rgb_image: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Codes of an RGB ``[H, W, 3]`` label image: colour ``colours[k]`` -> ``k``, any other colour -> 255."""
+    rgb = rgb_image.astype(np.int64)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     table = np.asarray(colours, dtype=np.int64).reshape(-1, 3)
     table_keys = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]

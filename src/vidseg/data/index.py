@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vidseg.data.files import read_colour_label, read_image, read_label_ids
+from vidseg.data.files import read_any_label, read_colour_label, read_image, read_label_ids
 from vidseg.data.labels import LabelSet
 from vidseg.errors import VidsegError
 
@@ -71,7 +71,8 @@ class Sequence:
 class LabelDecoder:
     """How a layout's label files turn into raw codes (which ``LabelSet.lut`` maps to class indices).
 
-    ``kind`` ``"ids"``: one channel of codes; ``"rgb"``: colour ``colours[k]`` is code ``k``.
+    ``kind`` ``"ids"``: one channel of codes; ``"rgb"``: colour ``colours[k]`` is code ``k``; ``"auto"``: either,
+    by the file's channels.
     """
 
     kind: str = "ids"
@@ -79,8 +80,11 @@ class LabelDecoder:
     hint: str = ""
 
     def __call__(self, path: Path) -> np.ndarray:
+        colours = np.array(self.colours, dtype=np.uint8).reshape(-1, 3)
         if self.kind == "rgb":
-            return read_colour_label(path, np.array(self.colours, dtype=np.uint8).reshape(-1, 3))
+            return read_colour_label(path, colours)
+        if self.kind == "auto":
+            return read_any_label(path, colours)
         return read_label_ids(path, hint=self.hint)
 
 
@@ -198,9 +202,9 @@ class Layout:
 def layouts() -> dict[str, Layout]:
     """Every layout, by name."""
     # Imported here: the layout modules build on this one.
-    from vidseg.data import camvid, cityscapes
+    from vidseg.data import camvid, cityscapes, folders, vspw
 
-    found = [cityscapes.LAYOUT, camvid.LAYOUT]
+    found = [cityscapes.LAYOUT, camvid.LAYOUT, vspw.LAYOUT, folders.LAYOUT]
     return {layout.name: layout for layout in found}
 
 

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_path, check_writable, explained_write_errors, make_folder, output_error
+from vidseg.fileio import (
+    atomic_path,
+    check_writable,
+    explained_write_errors,
+    make_folder,
+    output_error,
+    temporary_prefix,
+)
 
 if TYPE_CHECKING:
     from av.container import OutputContainer
@@ -414,7 +421,8 @@ class ImageFolderWriter:
     def __enter__(self) -> ImageFolderWriter:
         make_folder(self.folder.parent, output=self.folder)
         try:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".tmp", dir=self.folder.parent))
+            prefix = temporary_prefix(self.folder.name)
+            self._tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=self.folder.parent))
         except OSError as error:
             raise output_error(self.folder, error) from error
         self._tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; use the usual mode
