@@ -371,6 +371,9 @@ def test_evaluate_command_gives_corrupted_figures(long_tree, tmp_path):
     assert set(results["corruption"]["types"]) <= {"dark", "blur"} and results["corruption"]["types"]
     assert "per_position" not in results and math.isfinite(results["miou"])
     assert main([*args, "--set", "train.steps=3"]) == 2
+    assert main([*args, "--max-samples", "1", "--out", str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["sequences"] == 1 and one["frames_scored"] == FRAMES, "--max-samples counts sequences in stream mode"
 
 
 def _stream_rank(rank: int, world: int, port: int, root: str, weights: str, out: str) -> None:
