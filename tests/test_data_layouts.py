@@ -223,8 +223,8 @@ def test_detection_names_what_each_layout_expects(tmp_path, camvid, vspw, folder
     for tree, layout in ((camvid, "camvid"), (vspw, "vspw"), (folders, "folders"), (cityscapes_tree, "cityscapes")):
         assert build_index(tree.root, "train").layout == layout
     (tmp_path / "stuff").mkdir()
-    with pytest.raises(VidsegError, match=r"in no known dataset layout .*stuff.*cityscapes: gtFine.*camvid: .*vspw: "
-                                          r".*folders: classes.yaml"):
+    with pytest.raises(VidsegError, match=r"in no known dataset layout: it has no gtFine/ folder \(found: stuff\).*"
+                                          r"cityscapes: gtFine.*camvid: .*vspw: .*folders: classes.yaml"):
         build_index(tmp_path, "train")
     both = make_folders_tree(tmp_path / "both")
     make_cityscapes_tree(both.root, cities=("ulm",), splits=("train",))
@@ -327,3 +327,19 @@ def test_unknown_label_values_are_reported_once(tmp_path, caplog):
         samples = [dataset[i] for i in range(len(dataset))]
     assert caplog.text.count("label values 40 are not codes of label set camvid11") == 1
     assert (samples[1]["labels"][0, 0, :3] == 255).all()
+
+
+@pytest.mark.parametrize("maker", [make_vspw_tree, make_folders_tree])
+def test_cache_serves_vspw_and_folders_like_their_files(maker, tmp_path):
+    tree = maker(tmp_path / "root")
+    manifest = prepare_cache(tree.root, tmp_path / "c", (12, 16), num_frames=2)
+    assert set(manifest["splits"]) == {"train", "val"}
+    kwargs = dict(num_frames=2, gt_position="random", transform=ClipTransform((12, 16), hflip=True))
+    decoded = open_dataset(tree.root, "train", **kwargs)
+    cached = open_dataset(tree.root, "train", cache=tmp_path / "c", **kwargs)
+    assert cached.names == decoded.names and len(cached) > 0
+    for index in range(len(decoded)):
+        first, second = cached[(index, index)], decoded[(index, index)]
+        assert first["gt_index"] == second["gt_index"]
+        for key in ("frames", "labels", "labelled"):
+            assert torch.equal(first[key], second[key]), (index, key)

@@ -357,13 +357,15 @@ class ClipDataset(torch.utils.data.Dataset):
         label_set = self.label_set
         if not self._unknown_ids_reported and int(codes.max()) > label_set.max_label_id:
             self._unknown_ids_reported = True
-            unknown = np.unique(codes[codes > label_set.max_label_id])
+            unknown = ", ".join(str(int(v)) for v in np.unique(codes[codes > label_set.max_label_id])[:10])
+            if label_set.name in ("cityscapes", "report"):
+                what = f"labelIds {unknown} are not in the Cityscapes table"
+            else:
+                what = f"label values {unknown} are not codes of label set {label_set.name}"
             logger.warning(
-                "%s: label values %s are not codes of label set %s (0..%d); they are ignored (255). Reported "
-                "once per dataset.",
+                "%s: %s (0..%d); they are ignored (255). Reported once per dataset.",
                 frame.label,
-                ", ".join(str(int(v)) for v in unknown[:10]),
-                label_set.name,
+                what,
                 label_set.max_label_id,
             )
         return label_set.map_label_ids(codes)
@@ -373,14 +375,6 @@ def _pick(count: int, generator: torch.Generator | None) -> int:
     if count == 1:
         return 0
     return int(torch.randint(count, (1,), generator=generator))
-
-
-def sequence_of(index: VideoIndex, name: str) -> Sequence:
-    """The sequence called ``name``; KeyError if there is none."""
-    for sequence in index.sequences:
-        if sequence.name == name:
-            return sequence
-    raise KeyError(name)
 
 
 def open_dataset(

@@ -67,10 +67,12 @@ def read_label_ids(path: str | os.PathLike, hint: str = "") -> np.ndarray:
             return np.clip(np.asarray(image, dtype=np.int64), 0, 255).astype(np.uint8)
         if image.mode == "1":
             return np.asarray(image).astype(np.uint8)
+        channels = f"{path} has mode {image.mode} ({len(image.getbands())} channels)"
+        if hint:
+            raise VidsegError(f"{channels}, but a label file has one channel of label codes; {hint}")
         raise VidsegError(
-            f"{path} has mode {image.mode} ({len(image.getbands())} channels), but a label file has one "
-            "channel of label codes; "
-            + (hint or "use the *_gtFine_labelIds.png files, not *_gtFine_color.png")
+            f"{channels}, but a labelIds file has one channel of labelIds; use the *_gtFine_labelIds.png files, "
+            "not *_gtFine_color.png"
         )
 
 

@@ -221,7 +221,8 @@ def detect_layout(root: str | os.PathLike) -> Layout:
     if not matches:
         found = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
         raise VidsegError(
-            f"{root} is in no known dataset layout (it holds: {found}). Layouts: {expects}"
+            f"{root} is in no known dataset layout: it has no gtFine/ folder (found: {found}), nor what the other "
+            f"layouts hold. Layouts: {expects}"
         )
     raise VidsegError(
         f"{root} matches several layouts ({', '.join(m.name for m in matches)}); set one with data.layout / "
