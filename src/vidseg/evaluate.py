@@ -449,8 +449,10 @@ class _SequenceFrames(torch.utils.data.Dataset):
     the frame resized to the working size (then corrupted, if asked) and normalised, the label at the scoring
     resolution."""
 
-    def __init__(self, index, sequences: list[int], size, score_at: str, corruption):
+    def __init__(self, index, sequences: list[int], size, score_at: str, corruption, map_labels=None):
         self.index = index
+        # The clip dataset's mapping of raw label codes, which reports unknown codes once; else the index's.
+        self.map_labels = map_labels
         self.items = [(s, t) for s in sequences for t in range(len(index.sequences[s].frames))]
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.score_at = score_at
@@ -473,7 +475,11 @@ class _SequenceFrames(torch.utils.data.Dataset):
             image = corrupted[None]
         label = torch.zeros((0, 0), dtype=torch.int64)
         if frame.label is not None:
-            label = torch.from_numpy(np.asarray(self.index.read_label(frame)).astype(np.int64))
+            if self.map_labels is not None:
+                classes = self.map_labels(self.index.read_raw_label(frame), frame)
+            else:
+                classes = self.index.read_label(frame)
+            label = torch.from_numpy(np.asarray(classes).astype(np.int64))
             if self.score_at == "working" and tuple(label.shape) != tuple(image.shape[-2:]):
                 label = resize_labels(label[None], (int(image.shape[-2]), int(image.shape[-1])))[0]
         return {
@@ -495,7 +501,8 @@ def _evaluate_stream(
     rank, world = _rank_and_world()
     index = base.index
     size = getattr(getattr(base, "transform", None), "size", None)
-    frames = _SequenceFrames(index, list(range(rank, num_sequences, world)), size, score_at, corruption)
+    sequences = list(range(rank, num_sequences, world))
+    frames = _SequenceFrames(index, sequences, size, score_at, corruption, getattr(base, "_map_labels", None))
     loader = torch.utils.data.DataLoader(frames, batch_size=None, shuffle=False, num_workers=num_workers)
     lut = meters.spec.target_lut.to(device)
     context = meters.num_frames
