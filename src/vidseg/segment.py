@@ -47,7 +47,10 @@ class Segmenter:
             returns it.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels).
-        size: (height, width) to infer at; None infers at each frame's own size.
+        size: the working resolution: ``"checkpoint"`` (default) infers at the scale the model was trained at: each
+            frame is resized, its aspect ratio kept, to fit the checkpoint's recorded working size (a frame of the
+            training frames' shape gets exactly that size; checkpoints without one infer at the frame's size);
+            ``"input"`` or None infers at each frame's own size; (height, width) infers at exactly that size.
         optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
             folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
     """
@@ -57,12 +60,16 @@ class Segmenter:
         checkpoint: str | os.PathLike | dict[str, Any],
         device: str | torch.device = "cpu",
         amp: str = "off",
-        size: tuple[int, int] | None = None,
+        size: tuple[int, int] | str | None = "checkpoint",
         optimize: bool = True,
     ):
         from vidseg import models
-        from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
-        from vidseg.data.labels import get_label_set
+        from vidseg.checkpoint import (
+            checkpoint_label_set,
+            checkpoint_working_size,
+            load_checkpoint,
+            model_from_checkpoint,
+        )
 
         self.device = _resolve_device(device)
         if amp not in AMP_MODES:
@@ -70,11 +77,12 @@ class Segmenter:
         if amp == "fp16" and self.device.type != "cuda":
             raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
         self.amp = amp
-        if size is not None:
+        if isinstance(size, str) and size not in ("checkpoint", "input"):
+            raise VidsegError(f"size must be 'checkpoint', 'input' or (height, width), got {size!r}")
+        if size is not None and not isinstance(size, str):
             size = (int(size[0]), int(size[1]))
             if min(size) < 1:
                 raise VidsegError(f"working size must be positive (height, width), got {size}")
-        self.size = size
 
         if isinstance(checkpoint, (str, os.PathLike)):
             source = str(checkpoint)
@@ -87,16 +95,14 @@ class Segmenter:
         self.model_name = checkpoint["model_name"]
         self.model = model_from_checkpoint(checkpoint, source).eval().to(self.device)
         self.num_classes = self.model.num_classes
-        label_set_name = checkpoint.get("label_set") or ("report" if self.num_classes == 20 else "cityscapes")
         try:
-            self.label_set = get_label_set(label_set_name)
-        except ValueError as error:
+            self.label_set = checkpoint_label_set(checkpoint)
+        except VidsegError as error:
             raise VidsegError(f"checkpoint {source}: {error}") from error
-        if self.label_set.num_classes != self.num_classes:
-            raise VidsegError(
-                f"checkpoint {source} predicts {self.num_classes} classes but names label set "
-                f"{self.label_set.name!r}, which has {self.label_set.num_classes}; it was not written by vidseg train"
-            )
+        self.fit_size = checkpoint_working_size(checkpoint) if size == "checkpoint" else None
+        """The checkpoint's working size that frames are fitted into (``size="checkpoint"``), else None."""
+        self.size: tuple[int, int] | None = None if isinstance(size, str) else size
+        """The exact working size asked for, else None."""
         mean, std = _normalization(checkpoint)
         # (x / 255 - mean) / std as one multiply-subtract per pixel.
         std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -151,7 +157,7 @@ class Segmenter:
                 "reset() before starting another video, or resize the frames"
             )
         self._frame_shape = (height, width)
-        working = self.size or (height, width)
+        working = self.size or _fit(height, width, self.fit_size)
         if working != (height, width):
             shrinking = working[0] < height or working[1] < width
             if self.device.type != "cpu":  # the fast uint8 path of interpolate is CPU-only
@@ -330,3 +336,11 @@ def segment_to_files(
             bar.update()
         num_frames = segmenter.frames_seen
     return SegmentSummary(num_frames, time.perf_counter() - start, float(source.frame_rate), size)
+
+
+def _fit(height: int, width: int, fit_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width) scaled, aspect ratio kept, to fit inside ``fit_size`` (unchanged when it is None)."""
+    if fit_size is None:
+        return height, width
+    scale = min(fit_size[0] / height, fit_size[1] / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
