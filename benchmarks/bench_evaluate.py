@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from common import best_time, write_result
 
+from vidseg.data.labels import cityscapes_label_set_name
 from vidseg.data.transforms import normalize
 from vidseg.evaluate import evaluate_model
 from vidseg.models import build_model
@@ -47,7 +48,7 @@ class PanningWindows(torch.utils.data.Dataset):
                     "name": f"bench_{index:06d}_000000",
                 }
             )
-        self.label_set = "report" if num_classes == 20 else "cityscapes"
+        self.label_set = cityscapes_label_set_name(num_classes)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import parse_size
+from vidseg.config import parse_size
 
 GIB = 1024**3
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_memory.md"

@@ -15,9 +15,10 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from common import best_time, matmul_peak_gflops, parse_size, write_result
+from common import best_time, matmul_peak_gflops, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
+from vidseg.config import parse_size
 from vidseg.models import build_model, optimize_for_inference
 
 VARIANTS = {

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import parse_size
+from vidseg.config import parse_size
 
 MODEL = "resnet-cgru-small-deep"
 MEMORY_CHECKPOINT = 100  # frame after which the first peak-memory reading is taken

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: sizes, timing, matmul peak, result files.
+"""Helpers shared by the benchmark scripts: timing, matmul peak, result files.
 
 torch is imported inside the functions that need it: the memory and streaming benchmarks measure the resident
 memory of child processes and keep their parent process free of it.
@@ -13,12 +13,6 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> ``(512, 1024)`` (height, width)."""
-    height, width = text.lower().split("x")
-    return int(height), int(width)
 
 
 def best_time(fn, repeats: int, warmup: int = 1) -> float:

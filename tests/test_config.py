@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from vidseg.config import Config, config_from_dict, dump_config, load_config
+from vidseg.config import Config, config_from_dict, dump_config, load_config, parse_size
 from vidseg.errors import VidsegError
 
 
@@ -127,3 +127,12 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(tmp_path / "absent.yaml")
     with pytest.raises(VidsegError, match="not valid YAML"):
         load_config(write(tmp_path, "train: {steps: [1,\n"))
+
+
+def test_parse_size_reads_height_by_width_and_names_the_format_otherwise():
+    assert parse_size("512x1024") == (512, 1024)
+    assert parse_size(" 64X128 ") == (64, 128)
+    assert parse_size("48×96") == (48, 96)
+    for text in ("0x3", "12", "-1x4", "axb", "1x2x3", ""):
+        with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+            parse_size(text)

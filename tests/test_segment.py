@@ -168,7 +168,7 @@ def test_bad_settings_and_frames_are_explained(checkpoint):
     with pytest.raises(VidsegError, match="unknown amp mode"):
         Segmenter(path, amp="int8")
     if not torch.cuda.is_available():
-        with pytest.raises(VidsegError, match="no CUDA GPU"):
+        with pytest.raises(VidsegError, match="no CUDA device is available"):
             Segmenter(path, device="cuda")
     segmenter = Segmenter(path)
     with pytest.raises(VidsegError, match=r"frame 0 has shape \(37, 61\).*uint8 RGB"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,14 +186,14 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
 def checkpoint_label_set(checkpoint: dict[str, Any]):
     """The LabelSet a checkpoint's model predicts: its recorded ``label_set_spec``, else the named set (older
     checkpoints), else ``report``/``cityscapes`` by class count. VidsegError if it disagrees with the model."""
-    from vidseg.data.labels import get_label_set, label_set_from_spec
+    from vidseg.data.labels import cityscapes_label_set_name, get_label_set, label_set_from_spec
 
     spec = checkpoint.get("label_set_spec")
     num_classes = int(checkpoint["num_classes"])
     if spec is not None:
         label_set = label_set_from_spec(spec)
     else:
-        name = checkpoint.get("label_set") or ("report" if num_classes == 20 else "cityscapes")
+        name = checkpoint.get("label_set") or cityscapes_label_set_name(num_classes)
         try:
             label_set = get_label_set(name)
         except ValueError as error:
@@ -203,6 +204,20 @@ def checkpoint_label_set(checkpoint: dict[str, Any]):
             f"{label_set.num_classes}; it was not written by vidseg train"
         )
     return label_set
+
+
+def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """(mean, std) per RGB channel of the frames the checkpoint's model was trained on: its recorded
+    ``normalization``, else vidseg's ``transforms.MEAN`` / ``STD``. VidsegError if the record is malformed."""
+    normalization = checkpoint.get("normalization")
+    if not normalization:
+        from vidseg.data.transforms import MEAN, STD
+
+        return list(MEAN), list(STD)
+    mean, std = list(normalization["mean"]), list(normalization["std"])
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise VidsegError(f"checkpoint normalization must hold 3 means and 3 positive stds, got {normalization}")
+    return mean, std
 
 
 def checkpoint_working_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:

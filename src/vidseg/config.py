@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from vidseg.choices import AmpMode
 from vidseg.errors import VidsegError
 
 
@@ -109,7 +110,7 @@ class TrainConfig:
     """The budget: training stops at whichever of epochs, optimizer steps or wall-clock minutes comes first."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: AmpMode = "off"
     channels_last: bool = False
     activation_checkpointing: Literal["off", "step", "stage"] = "off"
     """``step``: recompute each time step in the backward pass; ``stage``: also each stage within a step."""
@@ -163,6 +164,14 @@ class Config:
 FRAME_PIXEL_LIMIT = 8192 * 8192
 BATCH_PIXEL_LIMIT = 2**31
 GIB = 2**30
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` (height x width); ValueError for anything else."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+        raise ValueError(f"expected HEIGHTxWIDTH with positive integers, such as 512x1024; got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def check_frame_size(size: Sequence[int], what: str, frames: int = 1) -> None:

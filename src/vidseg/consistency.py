@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from vidseg.metrics import IGNORE_INDEX, all_reduce_sum
+from vidseg.data.labels import IGNORE_INDEX
+from vidseg.metrics import all_reduce_sum
 
 # Sundaram et al. (2010): a pixel is occluded when |w + w_back|^2 > ALPHA (|w|^2 + |w_back|^2) + BETA.
 OCCLUSION_ALPHA = 0.01

@@ -31,11 +31,31 @@ class Context:
         return self.world_size > 1
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise VidsegError("train.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+def resolve_device(
+    preference: str | torch.device, local_rank: int | None = None, option: str = "device"
+) -> torch.device:
+    """The device that ``preference`` names: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``. A training process passes its ``local_rank``: ``auto`` and ``cuda`` then mean ``cuda:LOCAL_RANK``.
+
+    VidsegError, naming ``option``, for a name that is not a device, a type other than cpu or cuda, or a GPU
+    that this machine or this PyTorch build does not have.
+    """
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(preference)
+    except RuntimeError as error:
+        raise VidsegError(f"unknown {option} {preference!r}; use auto, cpu, cuda or cuda:N") from error
+    if device.type not in ("cpu", "cuda"):
+        raise VidsegError(f"{option} {device} is not supported; use cpu or cuda")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise VidsegError(
+            f"{option} {device} was requested but no CUDA device is available to this PyTorch; use cpu (or auto), "
+            "or install a CUDA build of PyTorch (see the Makefile's TORCH_PIP_ARGS)"
+        )
+    if local_rank is not None and device.index is None:
         if local_rank >= torch.cuda.device_count():
             raise VidsegError(
                 f"process with LOCAL_RANK {local_rank} needs GPU cuda:{local_rank} but this machine has "
@@ -43,15 +63,20 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
                 "--nproc_per_node), or train on the CPU with train.device=cpu"
             )
         return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise VidsegError(
+            f"{option} {device} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
 
 
-def init(device_preference: str) -> Context:
+def init(device_preference: str, option: str = "train.device") -> Context:
     """Join the process group that ``torchrun`` describes in the environment, or run as a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_preference, local_rank)
+    device = resolve_device(device_preference, local_rank, option)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

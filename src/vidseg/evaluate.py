@@ -46,10 +46,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidseg.choices import AMP_MODES
 from vidseg.consistency import TemporalConsistency, VideoConsistency
+from vidseg.data.labels import IGNORE_INDEX, cityscapes_label_set_name
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
-from vidseg.metrics import IGNORE_INDEX, ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
+from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
 
 if TYPE_CHECKING:
     from vidseg.models import RecurrentUNet
@@ -59,7 +61,6 @@ MODES = ("auto", "stream", "windows")
 SCORE_AT = ("labels", "working")
 PER_POSITION_MODES = ("auto", "context", "labelled", "off")
 VC_RUN_LENGTHS = (8, 16)
-AMP_MODES = ("off", "bf16", "fp16")
 CITYSCAPES_SETS = ("cityscapes", "report")
 # ITU-R BT.601 luma, the weights OpenCV uses for RGB -> grey.
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -195,7 +196,7 @@ def evaluate_model(
     num_classes = int(num_classes if num_classes is not None else net.num_classes)
     base, corruption = _unwrap(dataset)
     if label_set is None:
-        label_set = getattr(base, "label_set", None) or ("report" if num_classes == 20 else "cityscapes")
+        label_set = getattr(base, "label_set", None) or cityscapes_label_set_name(num_classes)
     spec = resolve_protocol(protocol, label_set, num_classes)
     for value, valid, what in (
         (per_position, PER_POSITION_MODES, "per_position"),

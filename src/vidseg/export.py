@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidseg.checkpoint import checkpoint_normalization
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
 from vidseg.models.unet import RecurrentUNet
@@ -80,17 +81,15 @@ def state_channels(model: RecurrentUNet) -> list[int]:
 
 def build_metadata(model: RecurrentUNet, checkpoint: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The ``vidseg.*`` metadata stored in the ONNX file (all values are strings; lists are JSON)."""
-    from vidseg.data.transforms import MEAN, STD
-
     checkpoint = checkpoint or {}
-    normalization = checkpoint.get("normalization") or {"mean": list(MEAN), "std": list(STD)}
+    mean, std = checkpoint_normalization(checkpoint)
     metadata = {
         "format": FORMAT,
         "model_name": str(checkpoint.get("model_name", type(model).__name__)),
         "num_classes": str(model.num_classes),
         "label_set": str(checkpoint.get("label_set", "")),
-        "mean": json.dumps([float(v) for v in normalization["mean"]]),
-        "std": json.dumps([float(v) for v in normalization["std"]]),
+        "mean": json.dumps([float(v) for v in mean]),
+        "std": json.dumps([float(v) for v in std]),
         "state_channels": json.dumps(state_channels(model)),
         "size_multiple": str(model.size_multiple),
         "min_padded_size": str(model.padded_size(1, 1)[0]),

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-IGNORE_INDEX = 255
+from vidseg.data.labels import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidseg.checkpoint import checkpoint_normalization
+from vidseg.choices import AMP_MODES, MASK_FORMATS
+from vidseg.distributed import resolve_device
 from vidseg.errors import VidsegError
 
 if TYPE_CHECKING:
     from vidseg.models import State
 
-AMP_MODES = ("off", "bf16", "fp16")
-MASK_FORMATS = ("trainids", "labelids", "color")
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Frame = np.ndarray | torch.Tensor
@@ -71,7 +72,7 @@ class Segmenter:
             model_from_checkpoint,
         )
 
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if amp not in AMP_MODES:
             raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
         if amp == "fp16" and self.device.type != "cuda":
@@ -103,7 +104,7 @@ class Segmenter:
         """The checkpoint's working size that frames are fitted into (``size="checkpoint"``), else None."""
         self.size: tuple[int, int] | None = None if isinstance(size, str) else size
         """The exact working size asked for, else None."""
-        mean, std = _normalization(checkpoint)
+        mean, std = checkpoint_normalization(checkpoint)
         # (x / 255 - mean) / std as one multiply-subtract per pixel.
         std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std_tensor)
@@ -203,38 +204,6 @@ class Segmenter:
                 "and convert them to uint8)"
             )
         return tensor.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except RuntimeError as error:
-        raise VidsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VidsegError(
-            f"device {device} was requested but this PyTorch sees no CUDA GPU; use --device cpu, or install a "
-            "CUDA build of PyTorch (see the Makefile's TORCH_PIP_ARGS)"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise VidsegError(f"device {device} is not supported; use cpu or cuda")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise VidsegError(
-            f"device {device} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
-        )
-    return device
-
-
-def _normalization(checkpoint: dict[str, Any]) -> tuple[list[float], list[float]]:
-    normalization = checkpoint.get("normalization")
-    if normalization is None:
-        from vidseg.data.transforms import MEAN, STD
-
-        return list(MEAN), list(STD)
-    mean, std = list(normalization["mean"]), list(normalization["std"])
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise VidsegError(f"checkpoint normalization must hold 3 means and 3 positive stds, got {normalization}")
-    return mean, std
 
 
 # --------------------------------------------------------------------------------------------- to files

@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint as recompute_in_backward
 from vidseg import checkpoint as ckpt
 from vidseg import distributed
 from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
+from vidseg.data.labels import IGNORE_INDEX
 from vidseg.errors import VidsegError
 from vidseg.fileio import (
     atomic_write_text,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
     from vidseg.models import RecurrentUNet
 
-IGNORE_INDEX = 255
 LOG_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 RUN_FILES = (CONFIG_FILE, LOG_FILE, "last.pt", "best.pt")

@@ -9,6 +9,8 @@ import re
 import time
 from pathlib import Path
 
+from vidseg.choices import AMP_MODES
+
 HELP = "evaluate a checkpoint: mIoU/mAcc/aAcc, per-position mIoU, temporal consistency; JSON and Markdown"
 DEFAULT_CORRUPT_RATE = 0.3
 
@@ -99,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
-        "--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast (fp16: CUDA only)"
+        "--amp", choices=AMP_MODES, default="off", help="autocast (fp16: CUDA only)"
     )
     parser.add_argument(
         "--no-tc", action="store_true", help="skip flow-based temporal consistency (the slow part)"
@@ -308,19 +310,18 @@ def _check_label_set(checkpoint: dict, path: Path) -> None:
 
 
 def _check_normalization(checkpoint: dict, path: Path) -> None:
+    from vidseg.checkpoint import checkpoint_normalization
     from vidseg.data.transforms import MEAN, STD
     from vidseg.errors import VidsegError
 
-    stored = checkpoint.get("normalization")
-    if not stored:
+    if not checkpoint.get("normalization"):
         return
-    expected = {"mean": list(MEAN), "std": list(STD)}
-    for key in ("mean", "std"):
-        found = [float(v) for v in stored.get(key, [])]
-        if len(found) != 3 or any(abs(a - b) > 1e-6 for a, b in zip(found, expected[key])):
+    # The data pipeline normalises with MEAN / STD only; a model trained otherwise would see shifted inputs.
+    for key, found, expected in zip(("mean", "std"), checkpoint_normalization(checkpoint), (MEAN, STD)):
+        if any(abs(a - b) > 1e-6 for a, b in zip(found, expected)):
             raise VidsegError(
                 f"checkpoint {path} was trained on frames normalised with {key} {found}, but the data "
-                f"pipeline uses {expected[key]}; evaluate it with the vidseg version that trained it"
+                f"pipeline uses {list(expected)}; evaluate it with the vidseg version that trained it"
             )
 
 
@@ -335,12 +336,13 @@ def _parse_gt_position(value) -> str | int:
 
 
 def _parse_size(text: str, option: str) -> tuple[int, int]:
+    from vidseg.config import parse_size
     from vidseg.errors import VidsegError
 
-    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise VidsegError(f"{option} expects HEIGHTxWIDTH such as 512x1024, found {text!r}")
-    return int(match[1]), int(match[2])
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise VidsegError(f"{option}: {error}") from None
 
 
 def _config_size(value) -> tuple[int, int] | None:
@@ -351,27 +353,13 @@ def _config_size(value) -> tuple[int, int] | None:
 
 def _start_processes(device_arg: str):
     """Rank, world size and device; joins the process group when started by torchrun."""
-    import torch
-
-    from vidseg.errors import VidsegError
+    from vidseg import distributed
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from vidseg import distributed
-
         preference = "cuda" if device_arg.startswith("cuda") else device_arg
-        context = distributed.init(preference)
+        context = distributed.init(preference, option="--device")
         return context.rank, context.world_size, context.device
-    if device_arg == "auto":
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device_arg)
-    except RuntimeError as error:
-        raise VidsegError(
-            f"--device {device_arg!r} is not a device: {error}; use auto, cpu or cuda"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VidsegError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return 0, 1, device
+    return 0, 1, distributed.resolve_device(device_arg, option="--device")
 
 
 def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint: dict, args):

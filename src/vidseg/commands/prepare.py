@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from vidseg.config import parse_size
     from vidseg.data.cache import prepare_cache
-    from vidseg.data.transforms import parse_size
     from vidseg.errors import VidsegError
 
     try:

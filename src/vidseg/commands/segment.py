@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "segment a video, a folder of frames or image files, streaming with the recurrent state carried"
+from vidseg.choices import AMP_MODES, MASK_FORMATS
 
-MASK_FORMATS = ("trainids", "labelids", "color")
-AMP_MODES = ("off", "bf16", "fp16")
+HELP = "segment a video, a folder of frames or image files, streaming with the recurrent state carried"
 
 
 def parse_size(text: str) -> tuple[int, int] | str:
     """``"512x1024"`` -> (512, 1024): height x width; ``checkpoint`` and ``input`` pass through."""
     if text in ("checkpoint", "input"):
         return text
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text!r}")
-    from vidseg.config import check_frame_size
+    from vidseg.config import check_frame_size, parse_size
     from vidseg.errors import VidsegError
 
     try:
+        height, width = parse_size(text)
         check_frame_size((height, width), "--size")
-    except VidsegError as error:
+    except (ValueError, VidsegError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return height, width
 

@@ -341,6 +341,12 @@ def get_label_set(name: str | LabelSet) -> LabelSet:
     return LABEL_SETS[name]
 
 
+def cityscapes_label_set_name(num_classes: int) -> str:
+    """The Cityscapes label set a model of ``num_classes`` outputs predicts when nothing records one:
+    ``report`` for 20 (the 19 train classes and void), else ``cityscapes``."""
+    return "report" if num_classes == NUM_TRAIN_CLASSES + 1 else "cityscapes"
+
+
 def train_id_to_label_id(class_indices: np.ndarray) -> np.ndarray:
     """Official labelIds (uint8) for an array of class indices, for writing Cityscapes result PNGs.
 

@@ -206,10 +206,3 @@ def _flip_width(clip: torch.Tensor) -> torch.Tensor:
     # A single-threaded NumPy copy: torch.flip's thread pool costs more than the copy on small clips.
     return torch.from_numpy(clip.numpy()[..., ::-1].copy())
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> ``(512, 1024)`` (height x width); ValueError for anything else."""
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise ValueError(f"size must be HEIGHTxWIDTH with positive integers, e.g. 512x1024; got {text!r}")
-    return int(parts[0]), int(parts[1])
