@@ -67,7 +67,7 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
-class Protocol:
+class ScoringProtocol:
     """How dataset labels and model outputs meet: the evaluated classes and the label remapping.
 
     Attributes:
@@ -91,8 +91,8 @@ def _label_set_name(label_set) -> str:
     return str(getattr(label_set, "name", label_set))
 
 
-def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> Protocol:
-    """The Protocol for a dataset in ``label_set`` (a name or LabelSet) and a model with that many outputs."""
+def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> ScoringProtocol:
+    """The ScoringProtocol for a dataset in ``label_set`` (a name or LabelSet) and a model with that many outputs."""
     from vidseg.data.labels import NUM_TRAIN_CLASSES, TRAIN_CLASS_NAMES, get_label_set
 
     if protocol not in PROTOCOLS:
@@ -114,7 +114,7 @@ def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> Protoc
                 f"{label_set.num_classes}; evaluate a model trained on this label set"
             )
         lut[: label_set.num_classes] = torch.arange(label_set.num_classes)
-        return Protocol("standard", tuple(label_set.class_names), num_model_classes, lut)
+        return ScoringProtocol("standard", tuple(label_set.class_names), num_model_classes, lut)
     void = NUM_TRAIN_CLASSES
     if num_model_classes not in (NUM_TRAIN_CLASSES, NUM_TRAIN_CLASSES + 1):
         raise VidsegError(
@@ -124,12 +124,12 @@ def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> Protoc
         )
     lut[:void] = torch.arange(void)
     if protocol == "standard":
-        return Protocol("standard", TRAIN_CLASS_NAMES, num_model_classes, lut)
+        return ScoringProtocol("standard", TRAIN_CLASS_NAMES, num_model_classes, lut)
     # The report set marks void as class 19 and padding as 255; the cityscapes set marks both as 255.
     lut[void] = void
     if label_set.num_classes == NUM_TRAIN_CLASSES:
         lut[IGNORE_INDEX] = void
-    return Protocol("report", (*TRAIN_CLASS_NAMES, "void"), void + 1, lut)
+    return ScoringProtocol("report", (*TRAIN_CLASS_NAMES, "void"), void + 1, lut)
 
 
 def evaluate_model(
@@ -537,7 +537,7 @@ class _Meters:
 
     def __init__(
         self,
-        spec: Protocol,
+        spec: ScoringProtocol,
         num_frames: int,
         num_model_classes: int,
         device: torch.device,

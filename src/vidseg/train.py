@@ -688,14 +688,14 @@ class Trainer:
             self._load_state(payload)
 
         # The clip forward, or its DDP wrapper.
-        self.forward: nn.Module = ClipForward(
+        self.clip_module: nn.Module = ClipForward(
             self.model,
             checkpoint_steps=train_cfg.activation_checkpointing in ("step", "stage"),
             channels_last=train_cfg.channels_last,
         )
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.forward = nn.parallel.DistributedDataParallel(self.forward, device_ids=device_ids)
+            self.clip_module = nn.parallel.DistributedDataParallel(self.clip_module, device_ids=device_ids)
 
         if ctx.is_main:
             make_folder(self.run_dir)
@@ -905,11 +905,11 @@ class Trainer:
         # Under DDP, gradients are all-reduced only on the last micro-batch of an accumulation group.
         gradient_sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.ctx.distributed and not sync:
-            assert isinstance(self.forward, nn.parallel.DistributedDataParallel)  # wrapped in __init__
-            gradient_sync = self.forward.no_sync()
+            assert isinstance(self.clip_module, nn.parallel.DistributedDataParallel)  # wrapped in __init__
+            gradient_sync = self.clip_module.no_sync()
         with gradient_sync:
             with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = self.forward(frames)
+                logits = self.clip_module(frames)
             loss = segmentation_loss(logits, batch, self.config.loss.frames, self.class_weights)
             scaled = loss / group_size
             if self.scaler is not None:

@@ -102,6 +102,9 @@ SIGN_COLOURS = (((200, 20, 20), (240, 240, 240)), ((230, 200, 0), (240, 240, 240
 # object's colour (or a fixed colour); all parts carry the object's label.
 KIND_POLE, KIND_SIGN, KIND_CAR, KIND_PERSON = 0, 1, 2, 3
 
+# What stands along a stretch of the street's edge (``_Scene.seg_kind``); a gap shows what lies behind it.
+SEGMENT_BUILDING, SEGMENT_VEGETATION, SEGMENT_GAP = 0, 1, 2
+
 
 @dataclass
 class _Scene:
@@ -112,7 +115,7 @@ class _Scene:
     camera_height: float
     road_half: float
     building_line: float
-    # per side (0 = left, 1 = right): segment ends along Z, kind (0 building, 1 vegetation, 2 gap), height,
+    # per side (0 = left, 1 = right): segment ends along Z, kind (SEGMENT_*), height,
     # colour [n, 3], window spacing
     seg_end: list[np.ndarray]
     seg_start: list[np.ndarray]
@@ -125,14 +128,14 @@ class _Scene:
     cam_x: np.ndarray
     cam_cx: np.ndarray
     cam_cy: np.ndarray
-    # objects
-    obj_kind: np.ndarray
+    # objects (metres; Z along the street, X across it)
+    obj_kind: np.ndarray  # KIND_*
     obj_x: np.ndarray
-    obj_z: np.ndarray
-    obj_vz: np.ndarray
-    obj_w: np.ndarray
-    obj_h: np.ndarray
-    obj_base: np.ndarray
+    obj_z: np.ndarray  # Z at frame 0
+    obj_vz: np.ndarray  # speed along Z, metres per frame
+    obj_w: np.ndarray  # width
+    obj_h: np.ndarray  # height
+    obj_base: np.ndarray  # height of the bottom above the ground (signs on their poles)
     obj_colour: np.ndarray  # [n, 3]
     obj_colour2: np.ndarray  # [n, 3] second colour (car lights, trousers, sign inside)
     obj_colour3: np.ndarray  # [n, 3] third colour (skin)
@@ -154,8 +157,13 @@ def _segments(rng: np.random.Generator, style: _Style, z_from: float, z_to: floa
     while z < z_to:
         length = rng.uniform(6, 25)
         draw = rng.random()
-        kind = 2 if draw < style["gap"] else (1 if draw < style["gap"] + style["vegetation"] else 0)
-        if kind == 1:
+        if draw < style["gap"]:
+            kind = SEGMENT_GAP
+        elif draw < style["gap"] + style["vegetation"]:
+            kind = SEGMENT_VEGETATION
+        else:
+            kind = SEGMENT_BUILDING
+        if kind == SEGMENT_VEGETATION:
             height = rng.uniform(3, 9)
             colour = np.array([rng.uniform(50, 90), rng.uniform(100, 140), rng.uniform(30, 60)])
         else:
@@ -193,11 +201,10 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
     z_end = cam_z[-1] + FAR + 30
     sides = [_segments(rng, style, -30.0, z_end) for _ in range(2)]
 
-    kinds, xs, zs, vzs, ws, hs, bases, c1, c2, c3 = [], [], [], [], [], [], [], [], [], []
+    objects: list[tuple] = []  # one row per object: the _Scene obj_* fields in their order
 
-    def add(kind, x, z, vz, w, h, base, colour, colour2=(0, 0, 0), colour3=(0, 0, 0)):
-        kinds.append(kind), xs.append(x), zs.append(z), vzs.append(vz), ws.append(w), hs.append(h)
-        bases.append(base), c1.append(colour), c2.append(colour2), c3.append(colour3)
+    def add(kind, x, z, speed_z, width, height, base, colour, colour2=(0, 0, 0), colour3=(0, 0, 0)):
+        objects.append((kind, x, z, speed_z, width, height, base, colour, colour2, colour3))
 
     for side in (-1, 1):
         z = rng.uniform(0, 15)
@@ -234,6 +241,7 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
             rng.uniform(8, 150) if oncoming else rng.uniform(12, 120), speed_z, rng.uniform(1.7, 1.95),
             rng.uniform(1.4, 1.7), 0.0, colour, (230, 230, 190) if oncoming else (200, 20, 20))
 
+    obj_kind, obj_x, obj_z, obj_vz, obj_w, obj_h, obj_base, obj_colour, obj_colour2, obj_colour3 = zip(*objects)
     tint = rng.uniform(0.85, 1.15, 3)
     return _Scene(
         height=height, width=width, focal=focal, horizon=horizon, camera_height=camera_height,
@@ -241,10 +249,10 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
         seg_end=[s[0] for s in sides], seg_start=[s[1] for s in sides], seg_kind=[s[2] for s in sides],
         seg_height=[s[3] for s in sides], seg_colour=[s[4] for s in sides], seg_window=[s[5] for s in sides],
         cam_z=cam_z, cam_x=cam_x, cam_cx=cam_cx, cam_cy=cam_cy,
-        obj_kind=np.array(kinds), obj_x=np.array(xs), obj_z=np.array(zs), obj_vz=np.array(vzs),
-        obj_w=np.array(ws), obj_h=np.array(hs), obj_base=np.array(bases),
-        obj_colour=np.array(c1, dtype=np.float32), obj_colour2=np.array(c2, dtype=np.float32),
-        obj_colour3=np.array(c3, dtype=np.float32),
+        obj_kind=np.array(obj_kind), obj_x=np.array(obj_x), obj_z=np.array(obj_z), obj_vz=np.array(obj_vz),
+        obj_w=np.array(obj_w), obj_h=np.array(obj_h), obj_base=np.array(obj_base),
+        obj_colour=np.array(obj_colour, dtype=np.float32), obj_colour2=np.array(obj_colour2, dtype=np.float32),
+        obj_colour3=np.array(obj_colour3, dtype=np.float32),
         sky_top=np.array([70, 120, 190], dtype=np.float32) * tint,
         sky_horizon=np.array([200, 215, 230], dtype=np.float32) * np.sqrt(tint),
         road_grey=rng.uniform(70, 105),
@@ -274,7 +282,7 @@ def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
     right = u > 0
     seg_height = np.zeros(width)
     seg_colour = np.zeros((width, 3), dtype=np.float32)
-    seg_kind = np.full(width, 2)
+    seg_kind = np.full(width, SEGMENT_GAP)
     seg_offset = np.zeros(width)
     seg_window = np.ones(width)
     for side in (0, 1):
@@ -285,7 +293,7 @@ def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
         seg_kind[columns] = scene.seg_kind[side][index]
         seg_offset[columns] = z_f[columns] - scene.seg_start[side][index]
         seg_window[columns] = scene.seg_window[side][index]
-    depth_f[seg_kind == 2] = np.inf
+    depth_f[seg_kind == SEGMENT_GAP] = np.inf
     finite = np.isfinite(depth_f)
     depth_safe = np.where(finite, depth_f, 0.0)
     facade_y = cam_h - v[:, None] * depth_safe[None, :] / focal  # height above ground of the facade point
@@ -294,7 +302,7 @@ def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
         depth_g = np.where(v > 0, focal * cam_h / v, np.inf)
     # A tall vegetation top is ragged: its height varies with position along the street.
     z_f = np.where(finite, z_f, 0.0)
-    top = seg_height + np.where(seg_kind == 1, 1.5 * _hash(np.floor(z_f * 2), 3.0) - 0.75, 0.0)
+    top = seg_height + np.where(seg_kind == SEGMENT_VEGETATION, 1.5 * _hash(np.floor(z_f * 2), 3.0) - 0.75, 0.0)
     facade = finite[None, :] & (facade_y >= 0) & (facade_y <= top[None, :]) & ~(depth_g[:, None] < depth_f[None, :])
     ground = (v[:, None] > 0) & ~facade
 
@@ -333,7 +341,7 @@ def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
     building_colour = np.where(window[:, None], np.array([45, 55, 70], dtype=np.float32), base)
     building_colour = np.where((y < 3.0)[:, None], base * 0.75, building_colour)
     leaves = 0.6 + 0.7 * _hash(np.floor(z_f[cols] * 3), np.floor(y * 3))
-    is_vegetation = kind == 1
+    is_vegetation = kind == SEGMENT_VEGETATION
     image[rows, cols] = np.where(is_vegetation[:, None], base * leaves[:, None], building_colour)
     labels[rows, cols] = np.where(is_vegetation, VEGETATION, BUILDING)
     return image, labels
