@@ -1,5 +1,7 @@
 """Every model of the zoo: Table 3 parameter counts, shapes, gradients, streaming parity, odd sizes, errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ def test_zoo_has_27_names():
     assert len(set(MODEL_NAMES)) == 27
 
 
-# The report's Table 3 (n = 20 classes), copied from the publication (via model-spec.md), not from vidseg: a wrong
+# The report's Table 3 (n = 20 classes), copied from the publication (via docs/model-spec.md), not from vidseg: a wrong
 # rule in the code would otherwise be compared with a table that code produced.
 TABLE_3 = {
     "vanilla-none-small-shallow": 125_732, "vanilla-none-small-deep": 507_940, "vanilla-none-original": 1_958_996,
@@ -34,14 +36,32 @@ def test_the_table_vidseg_params_prints_is_table3():
     assert REPORT_PARAMS == TABLE_3
 
 
+def test_the_spec_in_docs_lists_table3():
+    # docs/model-spec.md is the reference the code cites: its table must hold the same 19 counts (row by row:
+    # vanilla, vanilla cRNN/cGRU, resnet cRNN/cGRU, convnext cRNN/cGRU; columns small-shallow, small-deep,
+    # original), with the two unpublished cells marked as such.
+    text = (Path(__file__).resolve().parents[1] / "docs" / "model-spec.md").read_text(encoding="utf-8")
+    table = text.split("## Table 3", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    found = {}
+    for row, prefix in zip(rows, ("vanilla-none", "vanilla-crnn", "vanilla-cgru", "resnet-crnn", "resnet-cgru",
+                                  "convnext-crnn", "convnext-cgru")):
+        cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+        for cell, size in zip(cells, ("small-shallow", "small-deep", "original")):
+            if not cell.startswith("not published"):
+                found[f"{prefix}-{size}"] = int(cell.replace(",", ""))
+    assert len(rows) == 7
+    assert found == TABLE_3
+
+
 def test_unpublished_counts_follow_the_spec():
-    # model-spec.md gives the two unpublished small-shallow ConvNeXt counts.
+    # docs/model-spec.md gives the two unpublished small-shallow ConvNeXt counts.
     assert count_parameters(build_model("convnext-crnn-small-shallow")) == 195_044
     assert count_parameters(build_model("convnext-cgru-small-shallow")) == 388_692
 
 
 def test_temporal_unit_cost_matches_formulas():
-    # cRNN adds 18c^2 + 2c per level, cGRU 54c^2 + 3c (model-spec.md).
+    # cRNN adds 18c^2 + 2c per level, cGRU 54c^2 + 3c (docs/model-spec.md).
     base = count_parameters(build_model("vanilla-none-small-shallow"))
     crnn = count_parameters(build_model("vanilla-crnn-small-shallow"))
     cgru = count_parameters(build_model("vanilla-cgru-small-shallow"))

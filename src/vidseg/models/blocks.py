@@ -5,7 +5,7 @@ Each block type provides three stages that the UNet assembles (see ``BlockSet``)
   * ``down(c_prev, c)``: 2x2 stride-2 downsampling followed by a block;
   * ``up(c_deep, c)``: upsampling of the deeper features, fusion with the skip, a block.
 
-Layouts follow ``shared/model-spec.md`` exactly (they reproduce the report's Table 3 parameter counts).
+Layouts follow ``docs/model-spec.md`` exactly (they reproduce the report's Table 3 parameter counts).
 Papers: U-Net (Ronneberger et al., 2015), ResNet (He et al., 2015), ConvNeXt (Liu et al., 2022) and the
 ConvUNeXt decoder gate (Han et al., 2022).
 """

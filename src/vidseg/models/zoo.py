@@ -1,6 +1,7 @@
 """Named model configurations: ``{block}-{temporal}-{size}``, e.g. ``resnet-cgru-small-deep``.
 
-Sizes and the parameter counts of the report's Table 3 (20 output classes: 19 Cityscapes classes + void).
+Sizes and the parameter counts of the report's Table 3 (20 output classes: 19 Cityscapes classes + void); the
+rules that reproduce them are in ``docs/model-spec.md``.
 """
 
 from __future__ import annotations
