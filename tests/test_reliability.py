@@ -752,11 +752,11 @@ def test_resume_without_a_loadable_checkpoint_is_explained(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "big"], "--size: size must be HEIGHTxW"),
-        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "0x32"], "--size: size must be HEIGHTxW"),
+        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "big"], "--size: expected HEIGHTxW"),
+        (["prepare", "--root", "{root}", "--out", "{tmp}/cache", "--size", "0x32"], "--size: expected HEIGHTxW"),
         (["synth", "--out", "{tmp}/synth", "--size", "4x4"], "--size 4x4 is too small; use at least 8x8"),
         (["synth", "--out", "{tmp}/synth", "--sequences", "0"], "--sequences and --frames must be at least 1"),
-        (["evaluate", "--checkpoint", "{checkpoint}", "--data", "{root}", "--size", "wide"], "--size expects HEIGHTxW"),
+        (["evaluate", "--checkpoint", "{checkpoint}", "--data", "{root}", "--size", "wide"], "--size: expected HEIGHT"),
         (["evaluate", "--checkpoint", "{checkpoint}", "--data", "{root}", "--num-frames", "40"], "do not fit the data"),
     ],
     ids=["prepare size not a size", "prepare zero size", "synth tiny size", "synth no sequences",

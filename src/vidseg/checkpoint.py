@@ -21,10 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from vidseg.data.labels import cityscapes_label_set_name, get_label_set, label_set_from_spec
+from vidseg.data.transforms import MEAN, STD
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
+from vidseg.models import build_model
 
 FORMAT = "vidseg-checkpoint-v1"
 
@@ -109,8 +113,6 @@ def _restricted_load(path: Path, map_location: str | torch.device) -> Any:
         unsafe = set(_unsafe_globals(path))
         if not unsafe or not unsafe <= _LEGACY_NUMPY_GLOBALS:
             raise
-    import numpy as np
-
     # Resolved by name: these live in numpy.core under NumPy 1 and in numpy._core under NumPy 2.
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # type: ignore[attr-defined]
     allowed: list[Any] = [np.ndarray, np.dtype, *_numpy_dtype_classes()]
@@ -124,8 +126,6 @@ def _restricted_load(path: Path, map_location: str | torch.device) -> Any:
 
 
 def _numpy_dtype_classes() -> list[type]:
-    import numpy as np
-
     dtypes = getattr(np, "dtypes", None)
     return [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")] if dtypes is not None else []
 
@@ -158,8 +158,6 @@ def _corrupt(path: Path, error: BaseException) -> VidsegError:
 
 def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>"):
     """Build the checkpoint's model and load its weights; raise VidsegError on any mismatch."""
-    from vidseg.models import build_model
-
     try:
         model = build_model(checkpoint["model_name"], num_classes=int(checkpoint["num_classes"]))
     except ValueError as error:
@@ -186,8 +184,6 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
 def checkpoint_label_set(checkpoint: dict[str, Any]):
     """The LabelSet a checkpoint's model predicts: its recorded ``label_set_spec``, else the named set (older
     checkpoints), else ``report``/``cityscapes`` by class count. VidsegError if it disagrees with the model."""
-    from vidseg.data.labels import cityscapes_label_set_name, get_label_set, label_set_from_spec
-
     spec = checkpoint.get("label_set_spec")
     num_classes = int(checkpoint["num_classes"])
     if spec is not None:
@@ -211,8 +207,6 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[list[float]
     ``normalization``, else vidseg's ``transforms.MEAN`` / ``STD``. VidsegError if the record is malformed."""
     normalization = checkpoint.get("normalization")
     if not normalization:
-        from vidseg.data.transforms import MEAN, STD
-
         return list(MEAN), list(STD)
     mean, std = list(normalization["mean"]), list(normalization["std"])
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:

@@ -15,6 +15,7 @@ import sys
 
 import vidseg.commands
 from vidseg.errors import Terminated, VidsegError, user_message
+from vidseg.fileio import WRITE_ERRNOS
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -48,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidseg {args.command}: error: {user_message(error)}", file=sys.stderr)
         return 2
     except OSError as error:
-        from vidseg.fileio import WRITE_ERRNOS
-
         if error.errno not in WRITE_ERRNOS:
             raise
         # A write that no module explained (a log line, a third-party writer): still no traceback.

@@ -271,6 +271,7 @@ def validate(config: Config, source: str) -> None:
     def fail(key: str, message: str) -> None:
         raise VidsegError(f"{source}: {key}: {message}")
 
+    # Imported here: config stays free of torch, for `vidseg --help` and the benchmarks' torch-free parents.
     from vidseg.models import MODEL_NAMES
 
     if config.model.name not in MODEL_NAMES:

@@ -17,8 +17,10 @@ command gives the same numbers on the same machine.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -27,10 +29,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
+from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
+from vidseg.config import config_from_dict, dump_config
+from vidseg.data import CityscapesSequences
+from vidseg.data.cityscapes import read_image, read_label_ids
+from vidseg.data.labels import get_label_set
+from vidseg.data.synthcity import CORRUPTIONS, generate
+from vidseg.data.transforms import ClipTransform
+from vidseg.data.video import VideoWriter
 from vidseg.errors import VidsegError
+from vidseg.evaluate import evaluate_model
 from vidseg.fileio import atomic_path, atomic_write_text
+from vidseg.models import build_model
 from vidseg.models.inference import cpu_has_fast_bf16
+from vidseg.segment import Segmenter
+from vidseg.train import train
+from vidseg.viz import add_caption, colorize, frame_strip, side_by_side
 
 BASELINE_MODEL = "vanilla-none-small-shallow"
 TEMPORAL_MODEL = "vanilla-crnn-small-shallow"
@@ -134,11 +152,6 @@ class DemoPlan:
 
 def training_flops(model_name: str, size: tuple[int, int]) -> int:
     """FLOPs of the forward and backward pass of one frame (torch.utils.flop_counter), batch 1, 2 frames / 2."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vidseg.models import build_model
-
     model = build_model(model_name, num_classes=19)
     frames = torch.zeros(1, 2, 3, *size)
     with FlopCounterMode(display=False) as counter:
@@ -212,8 +225,6 @@ class _Stages:
 
 def ensure_data(plan: DemoPlan, log=print) -> Path:
     """Generate SynthCity at ``plan.data_root`` unless a dataset with the same parameters is already there."""
-    from vidseg.data.synthcity import generate
-
     root = plan.data_root
     wanted = {
         "seed": plan.seed,
@@ -250,9 +261,6 @@ def ensure_data(plan: DemoPlan, log=print) -> Path:
 
 def train_run(plan: DemoPlan, run: str, log=print) -> Path:
     """Train one of the runs from scratch into its run directory (an old one is replaced)."""
-    from vidseg.config import config_from_dict, dump_config
-    from vidseg.train import train
-
     run_dir = plan.run_dir(run)
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -264,9 +272,6 @@ def train_run(plan: DemoPlan, run: str, log=print) -> Path:
 
 
 def _val_dataset(plan: DemoPlan):
-    from vidseg.data import CityscapesSequences
-    from vidseg.data.transforms import ClipTransform
-
     return CityscapesSequences(
         plan.data_root, "val", num_frames=plan.frames, gt_position="last", transform=ClipTransform(size=plan.size)
     )
@@ -274,9 +279,6 @@ def _val_dataset(plan: DemoPlan):
 
 def evaluate_run(plan: DemoPlan, run: str) -> dict[str, Any]:
     """Evaluate a run's final checkpoint on every held-out sequence, all frames labelled."""
-    from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
-    from vidseg.evaluate import evaluate_model
-
     checkpoint = load_checkpoint(plan.run_dir(run) / "last.pt")
     model = model_from_checkpoint(checkpoint)
     results = evaluate_model(model, _val_dataset(plan), tc=True, per_position="labelled", progress=True)
@@ -289,9 +291,6 @@ def evaluate_run(plan: DemoPlan, run: str) -> dict[str, Any]:
 
 def _read_sequence(plan: DemoPlan, sequence: str) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Frames (uint8 RGB), ground-truth class maps and corruption codes of one validation sequence."""
-    from vidseg.data.cityscapes import read_image, read_label_ids
-    from vidseg.data.labels import get_label_set
-
     meta = json.loads((plan.data_root / "synthcity.json").read_text())
     codes = meta["sequences"]["val"][sequence]["corruption"]
     city = sequence.split("_")[0]
@@ -322,11 +321,6 @@ def pick_clip(plan: DemoPlan) -> tuple[str, int]:
 
 def render_media(plan: DemoPlan, results: dict[str, Any]) -> dict[str, str]:
     """Plots, the side-by-side video and the strip of stills; returns their file names within ``plan.out``."""
-    from vidseg.data.synthcity import CORRUPTIONS
-    from vidseg.data.video import VideoWriter
-    from vidseg.segment import Segmenter
-    from vidseg.viz import add_caption, colorize, frame_strip, side_by_side
-
     sequence, centre = pick_clip(plan)
     frames, truth, codes = _read_sequence(plan, sequence)
     predictions = {}
@@ -368,14 +362,13 @@ def render_media(plan: DemoPlan, results: dict[str, Any]) -> dict[str, str]:
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
 def _figure(width: float):
     """A new matplotlib figure and axes on the non-interactive backend."""
+    # Imported here: matplotlib takes about half a second to import, and the backend is chosen before pyplot.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -605,8 +598,6 @@ def write_report(plan: DemoPlan, summary: dict[str, Any], media: dict[str, str])
 
 def _html(markdown: str, folder: Path) -> str:
     """A self-contained HTML rendering of the report: images and the video embedded as data URIs."""
-    import html
-
     body, in_code, in_table, in_list = [], False, False, False
     for line in markdown.splitlines():
         if line.startswith("```"):
@@ -667,9 +658,6 @@ def _html(markdown: str, folder: Path) -> str:
 
 
 def _inline(text: str) -> str:
-    import html
-    import re
-
     text = html.escape(text)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)

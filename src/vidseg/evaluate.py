@@ -45,10 +45,21 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
 
 from vidseg.choices import AMP_MODES
 from vidseg.consistency import TemporalConsistency, VideoConsistency
-from vidseg.data.labels import IGNORE_INDEX, cityscapes_label_set_name
+from vidseg.data.corrupt import CORRUPTIONS, CorruptedClips
+from vidseg.data.labels import (
+    IGNORE_INDEX,
+    NUM_TRAIN_CLASSES,
+    TRAIN_CLASS_NAMES,
+    cityscapes_label_set_name,
+    get_label_set,
+    train_id_to_label_id,
+)
+from vidseg.data.transforms import denormalize, normalize, resize_frames, resize_labels
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
@@ -93,8 +104,6 @@ def _label_set_name(label_set) -> str:
 
 def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> ScoringProtocol:
     """The ScoringProtocol for a dataset in ``label_set`` (a name or LabelSet) and a model with that many outputs."""
-    from vidseg.data.labels import NUM_TRAIN_CLASSES, TRAIN_CLASS_NAMES, get_label_set
-
     if protocol not in PROTOCOLS:
         raise VidsegError(f"unknown protocol {protocol!r}; valid protocols are: {', '.join(PROTOCOLS)}")
     try:
@@ -277,8 +286,6 @@ def evaluate_model(
 
 def _unwrap(dataset):
     """(the underlying dataset, its Corruption or None): looks through CorruptedClips and Subset wrappers."""
-    from vidseg.data.corrupt import CorruptedClips
-
     corruption = None
     base = dataset
     while True:
@@ -334,8 +341,6 @@ def _corruption_names(dataset) -> tuple[str, ...]:
     meta = getattr(dataset, "meta", None)
     if isinstance(meta, dict) and isinstance(meta.get("corruptions"), list):
         return tuple(str(name) for name in meta["corruptions"])
-    from vidseg.data.corrupt import CORRUPTIONS
-
     return tuple(CORRUPTIONS)
 
 
@@ -387,8 +392,6 @@ def _predict_with_context(net, clip: torch.Tensor, gt_index: int) -> torch.Tenso
 
 def _to_grey_uint8(frames: torch.Tensor) -> np.ndarray:
     """Normalised frames ``[..., 3, H, W]`` -> 8-bit luma ``[..., H, W]`` for optical flow."""
-    from vidseg.data.transforms import denormalize
-
     rgb = denormalize(frames).float()
     weights = torch.tensor(GREY_WEIGHTS, dtype=torch.float32, device=rgb.device).view(3, 1, 1)
     return (rgb * weights).sum(dim=-3).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -403,10 +406,6 @@ class _PredictionSaver:
         self.label_ids = label_set_name in CITYSCAPES_SETS
 
     def save(self, name: str, pred: torch.Tensor) -> None:
-        from PIL import Image
-
-        from vidseg.data.labels import train_id_to_label_id
-
         if self.size is not None and tuple(pred.shape) != tuple(self.size):
             pred = F.interpolate(pred[None, None].float(), size=tuple(self.size), mode="nearest-exact")[0, 0]
         classes = pred.to(torch.int64).cpu().numpy()
@@ -418,8 +417,6 @@ class _PredictionSaver:
 def _evaluate_windows(
     net, dataset, meters: _Meters, device, batch_size, num_workers, num_frames, per_position, saver, progress
 ) -> None:
-    from tqdm import tqdm
-
     rank, world = _rank_and_world()
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -463,8 +460,6 @@ class _SequenceFrames(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        from vidseg.data.transforms import normalize, resize_frames, resize_labels
-
         sequence, position = self.items[item]
         frame = self.index.sequences[sequence].frames[position]
         image = torch.from_numpy(np.ascontiguousarray(self.index.read_image(frame))).permute(2, 0, 1)[None]
@@ -497,8 +492,6 @@ class _SequenceFrames(torch.utils.data.Dataset):
 def _evaluate_stream(
     net, base, num_sequences, corruption, meters: _Meters, device, num_workers, score_at, per_position, saver, progress
 ) -> None:
-    from tqdm import tqdm
-
     rank, world = _rank_and_world()
     index = base.index
     size = getattr(getattr(base, "transform", None), "size", None)

@@ -31,12 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
+from tqdm import tqdm
 
 from vidseg import checkpoint as ckpt
 from vidseg import distributed
-from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
+from vidseg.config import Config, config_from_dict, config_to_dict, dump_config, load_config
+from vidseg.data.clips import ClipDataset, open_dataset
+from vidseg.data.corrupt import CorruptedClips, Corruption
 from vidseg.data.labels import IGNORE_INDEX
+from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.errors import VidsegError
+from vidseg.evaluate import evaluate_model
 from vidseg.fileio import (
     atomic_write_text,
     check_outputs_spare_inputs,
@@ -45,12 +50,12 @@ from vidseg.fileio import (
     make_folder,
     remove_dead_temporaries,
 )
-from vidseg.metrics import all_reduce_sum
+from vidseg.metrics import all_reduce_sum, nan_to_none
+from vidseg.models import build_model
 from vidseg.models.inference import cpu_has_fast_bf16
+from vidseg.models.temporal import ConvRNN
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from vidseg.models import RecurrentUNet
 
 LOG_FILE = "metrics.jsonl"
@@ -105,10 +110,6 @@ def epoch_batches(
 def build_datasets(config: Config, with_val: bool = True):
     """The training dataset (random windows and augmentation) and the validation dataset (deterministic), of
     any layout (``data.layout``); both read their labels in ``data.label_set`` (None: the layout's default)."""
-    from vidseg.data.clips import ClipDataset, open_dataset
-    from vidseg.data.corrupt import CorruptedClips, Corruption
-    from vidseg.data.transforms import ClipTransform
-
     data = config.data
     size = (data.size[0], data.size[1])
     scale = (data.scale[0], data.scale[1])
@@ -400,8 +401,6 @@ def warm_start(model: RecurrentUNet, path: str, init_temporal: str, log: Callabl
 @torch.no_grad()
 def identity_init_temporal(model: RecurrentUNet) -> None:
     """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases."""
-    from vidseg.models.temporal import ConvRNN
-
     units = [unit for unit in model.temporal if isinstance(unit, ConvRNN)]
     if not units:
         raise VidsegError("train.init_temporal: 'identity' needs a model with cRNN units (*-crnn-*)")
@@ -580,8 +579,6 @@ class MetricsLog:
     def write(self, event: dict) -> None:
         if not self.enabled:
             return
-        from vidseg.metrics import nan_to_none
-
         with explained_write_errors(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(nan_to_none(event)) + "\n")
         self.events += 1
@@ -627,8 +624,6 @@ class Trainer:
     """Everything one training run needs; ``run()`` executes it. Build it through ``train()``."""
 
     def __init__(self, config: Config, run_dir: Path, ctx: distributed.Context, resume: bool, log: Callable):
-        from vidseg.models import build_model
-
         self.config = config
         self.run_dir = Path(run_dir)
         self.ctx = ctx
@@ -1016,8 +1011,6 @@ class Trainer:
     # -------------------------------------------------------------------------- eval, logs, saving
 
     def _validate(self) -> None:
-        from vidseg.evaluate import evaluate_model
-
         progress = self.progress
         # Each process updated its BatchNorm statistics on its own batches; evaluate (and save) rank 0's.
         distributed.broadcast_buffers(self.model)
@@ -1086,8 +1079,6 @@ class Trainer:
     def _progress_bar(self) -> tqdm[Any] | None:
         if not self.ctx.is_main:
             return None
-        from tqdm import tqdm
-
         totals = [self.train_cfg.steps] if self.train_cfg.steps is not None else []
         if self.train_cfg.epochs is not None:
             totals.append(self.train_cfg.epochs * self.steps_per_epoch)
@@ -1158,8 +1149,6 @@ def _silent(message: str) -> None:
 
 
 def _normalization() -> dict:
-    from vidseg.data.transforms import MEAN, STD
-
     return {"mean": list(MEAN), "std": list(STD)}
 
 
@@ -1204,8 +1193,6 @@ def _lock_run_dir(
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The config of an existing run (its ``config.yaml``, else the newest checkpoint's), with overrides."""
-    from vidseg.config import load_config
-
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if path.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from vidseg.data.labels import IGNORE_INDEX, LabelSet, colorize, get_label_set
@@ -80,8 +81,6 @@ def frame_strip(rows: Sequence[Sequence[np.ndarray]], gap: int = 4, fill: int = 
 
 def add_caption(image: np.ndarray, text: str, bar_height: int = 20, fill: int = 255) -> np.ndarray:
     """The image below a ``bar_height`` band of ``fill`` that carries ``text`` in black."""
-    import cv2
-
     image = _rgb(image)
     bar = np.full((bar_height, image.shape[1], 3), fill, dtype=np.uint8)
     scale = bar_height / 40
@@ -92,8 +91,6 @@ def add_caption(image: np.ndarray, text: str, bar_height: int = 20, fill: int = 
 
 def legend(label_set: str | LabelSet = "cityscapes", swatch: int = 16, width: int = 160) -> np.ndarray:
     """A white image listing every class of the label set: a colour swatch and the class name per line."""
-    import cv2
-
     label_set = get_label_set(label_set)
     line = swatch + 4
     image = np.full((line * label_set.num_classes + 4, width, 3), 255, dtype=np.uint8)

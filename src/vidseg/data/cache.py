@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vidseg.data import index as video_index
 from vidseg.data.clips import window_misfit, window_options
@@ -245,8 +246,6 @@ def _label_path(frame: Frame) -> Path:
 def _run(tasks: list[_Task], workers: int, progress: bool) -> None:
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(tasks), unit="sequence", desc="caching")
     done: Iterable[None]
     if workers <= 1:

@@ -36,6 +36,7 @@ from vidseg.data.files import list_dirs as _list_dirs
 from vidseg.data.files import read_image, read_label_ids, rgb_array
 from vidseg.data.index import Frame, LabelDecoder, Layout, Sequence, VideoIndex
 from vidseg.data.labels import LabelSet, get_label_set
+from vidseg.data.synthcity import validate_metadata
 from vidseg.errors import VidsegError
 
 __all__ = [
@@ -116,8 +117,6 @@ def _read_synthcity_meta(path: Path) -> dict:
         raise VidsegError(f"cannot read {path} ({error}); regenerate the dataset with `vidseg synth`") from None
     if not isinstance(meta, dict) or "sequences" not in meta:
         raise VidsegError(f"{path} has no 'sequences' entry; regenerate the dataset with `vidseg synth`")
-    from vidseg.data.synthcity import validate_metadata
-
     return validate_metadata(meta, path)
 
 
@@ -168,7 +167,7 @@ class CityscapesSequences(ClipDataset):
         skip_missing: bool = False,
         cache: str | os.PathLike | None = None,
     ):
-        from vidseg.data.cache import FrameCache
+        from vidseg.data.cache import FrameCache  # imported here: vidseg.data.cache imports this module
 
         frame_cache = None
         if cache is not None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vidseg.data.index import Frame, Sequence, VideoIndex
+from vidseg.data.index import Frame, Sequence, VideoIndex, build_index
 from vidseg.data.labels import IGNORE_INDEX, LabelSet
 from vidseg.data.transforms import normalize
 from vidseg.errors import VidsegError
@@ -395,11 +395,9 @@ def open_dataset(
     must have been prepared from ``root`` for ``split`` at the transform's size. ``dataset.index`` is the
     VideoIndex. Raises as ``build_index`` and ``ClipDataset`` do.
     """
-    from vidseg.data.index import build_index
-
     frame_cache = None
     if cache is not None:
-        from vidseg.data.cache import FrameCache
+        from vidseg.data.cache import FrameCache  # imported here: vidseg.data.cache imports this module
 
         frame_cache = FrameCache(cache)
         frame_cache.check(Path(root), split, getattr(transform, "size", None))

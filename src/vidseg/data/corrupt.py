@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vidseg.data.transforms import denormalize, normalize
+
 CORRUPTIONS = ("clean", "noise", "dark", "overexposed", "blur", "dropout", "occlusion")
 KINDS = CORRUPTIONS[1:]
 
@@ -196,8 +198,6 @@ class CorruptedClips(torch.utils.data.Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index):
-        from vidseg.data.transforms import denormalize, normalize
-
         sample = dict(self.dataset[index])
         generator = None
         if isinstance(index, tuple):

@@ -43,6 +43,7 @@ from typing import Any, NoReturn, TypedDict
 import numpy as np
 from PIL import Image
 
+from vidseg.config import FRAME_PIXEL_LIMIT
 from vidseg.data.corrupt import CORRUPTIONS, corrupt_image
 from vidseg.data.labels import LABEL_BY_NAME
 from vidseg.errors import VidsegError
@@ -513,8 +514,6 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict:
         size = meta["size"]
         if not isinstance(size, list) or len(size) != 2:
             fail("size", "[height, width]", size)
-        from vidseg.config import FRAME_PIXEL_LIMIT
-
         height = count(size[0], "size[0]", 1, FRAME_PIXEL_LIMIT)
         count(size[1], "size[1]", 1, FRAME_PIXEL_LIMIT // height)
     frames = None

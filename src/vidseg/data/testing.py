@@ -35,6 +35,7 @@ from vidseg.data.cityscapes import (
     SNIPPET_BEFORE,
     frame_name,
 )
+from vidseg.data.labels import CAMVID32_CODES
 from vidseg.data.transforms import denormalize
 
 # labelIds painted into label bands: train classes, void ids (0, 4) and non-train ids (9 parking, 29 caravan).
@@ -240,8 +241,6 @@ def make_camvid_tree(
     ``label_ids`` holds the codes written (SegNet values, or indices into ``label_colors.txt``). Decoys: a text
     file, a hidden file and an image whose name is not ``SEQ_FRAME`` beside the frames and labels.
     """
-    from vidseg.data.labels import CAMVID32_CODES
-
     root = Path(root)
     tree = TreeInfo(root=root, size=(size[0], size[1]), dense=True)
     code = 0

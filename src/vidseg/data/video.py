@@ -29,8 +29,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
+from av.video.stream import VideoStream
+from PIL import Image, UnidentifiedImageError
 
+from vidseg.data.files import rgb_array
 from vidseg.errors import VidsegError
 from vidseg.fileio import (
     atomic_path,
@@ -43,7 +47,6 @@ from vidseg.fileio import (
 
 if TYPE_CHECKING:
     from av.container import OutputContainer
-    from av.video.stream import VideoStream
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Output containers and how each is encoded; see VideoWriter for the pixel formats.
@@ -194,10 +197,6 @@ class ImageSequence(FrameSource):
         return stem if self._unique_stems else f"{index:06d}_{stem}"
 
     def timed_frames(self) -> Iterator[tuple[np.ndarray, int]]:
-        from PIL import Image, UnidentifiedImageError
-
-        from vidseg.data.cityscapes import rgb_array
-
         first_shape = None
         for index, path in enumerate(self.files):
             try:
@@ -220,8 +219,6 @@ class VideoFile(FrameSource):
     """
 
     def __init__(self, path: Path, frame_rate: Fraction | None = None):
-        import av
-
         self.path = path
         self.name = str(path)
         try:
@@ -248,8 +245,6 @@ class VideoFile(FrameSource):
         self.num_frames = self.expected_frames
 
     def timed_frames(self) -> Iterator[tuple[np.ndarray, int]]:
-        import av
-
         decoded = 0
         first_shape = None
         last_end = None  # seconds
@@ -304,8 +299,6 @@ def _announced_frames(container, stream, rate) -> int | None:
 
 def _display_rotation(container, stream) -> float:
     # PyAV shows the display matrix (stream side data) only on decoded frames, where the decoder attaches it.
-    import av
-
     try:
         first = next(container.decode(stream), None)
     except av.error.FFmpegError:
@@ -419,8 +412,6 @@ class VideoWriter:
         self._atomic: AbstractContextManager[Path] | None = None
 
     def __enter__(self) -> VideoWriter:
-        import av
-
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         try:
@@ -433,8 +424,6 @@ class VideoWriter:
     @property
     def keeps_rotation(self) -> bool:
         """Whether frames are stored in the source's orientation with its display matrix (else upright)."""
-        from av.video.stream import VideoStream
-
         # Older PyAV cannot write a display matrix.
         return self.container_format != "avi" and hasattr(VideoStream, "set_display_rotation")
 
@@ -444,8 +433,6 @@ class VideoWriter:
         ``pts`` is its presentation time in units of ``time_base``; without it (or where it does not come after
         the previous frame's) the frame follows the previous one by ``1 / frame_rate``.
         """
-        import av
-
         assert self._container is not None, "VideoWriter writes inside a `with` block"
         if self.rotation and self.keeps_rotation:
             frame = np.rot90(frame, -(self.rotation // 90))
@@ -561,8 +548,6 @@ class ImageFolderWriter:
 
     def write(self, name: str, image: np.ndarray) -> None:
         """Save ``image`` (``[H, W]`` or ``[H, W, 3]`` uint8) as ``name.png``."""
-        from PIL import Image
-
         assert self._tmp is not None, "ImageFolderWriter writes inside a `with` block"
         with explained_write_errors(self.folder):
             Image.fromarray(image).save(self._tmp / f"{name}.png", compress_level=1)
