@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from vidseg.models import State
 
 AMP_MODES = ("off", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+_PRECISION_OF_AMP = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
 MASK_FORMATS = ("trainids", "labelids", "color")
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,10 +48,17 @@ class Segmenter:
         checkpoint: path of a vidseg checkpoint, or a checkpoint dict as ``vidseg.checkpoint.load_checkpoint``
             returns it.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels).
+        amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels); the
+            older spelling of ``precision`` (``amp="off"`` is ``precision="fp32"``).
         size: (height, width) to infer at; None infers at each frame's own size.
         optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
             folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU: int8 convolutions calibrated
+            on ``calibration``, recurrent state kept in float32; see ``vidseg.models.quantized``); None takes
+            it from ``amp``.
+        calibration: for int8, the frames to calibrate on: an iterable of ``[H, W, 3]`` uint8 frames, a video,
+            a folder of frames or a dataset root; None uses the checkpoint's own validation frames where they
+            exist (``vidseg.quantize.calibration_clips``). They are resized to ``size`` like the frames to segment.
     """
 
     def __init__(
@@ -59,6 +68,8 @@ class Segmenter:
         amp: str = "off",
         size: tuple[int, int] | None = None,
         optimize: bool = True,
+        precision: str | None = None,
+        calibration: Any = None,
     ):
         from vidseg import models
         from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
@@ -67,9 +78,20 @@ class Segmenter:
         self.device = _resolve_device(device)
         if amp not in AMP_MODES:
             raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
-        if amp == "fp16" and self.device.type != "cuda":
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise VidsegError(f"unknown precision {precision!r}; valid precisions are: {', '.join(PRECISIONS)}")
+            if amp != "off" and _PRECISION_OF_AMP[amp] != precision:
+                raise VidsegError(f"amp {amp!r} and precision {precision!r} disagree; give precision only")
+        else:
+            precision = _PRECISION_OF_AMP[amp]
+        if precision == "fp16" and self.device.type != "cuda":
             raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
-        self.amp = amp
+        if precision == "int8" and (self.device.type != "cpu" or not optimize):
+            raise VidsegError("precision int8 runs the CPU's int8 convolutions: use device cpu, with optimize on")
+        self.precision = precision
+        self.amp = "off" if precision in ("fp32", "int8") else precision
+        amp = self.amp
         if size is not None:
             size = (int(size[0]), int(size[1]))
             if min(size) < 1:
@@ -104,11 +126,16 @@ class Segmenter:
         self._shift = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) / std_tensor
 
         self.optimized = optimize and hasattr(models, "optimize_for_inference")
-        if self.optimized:
+        self.reset()
+        if precision == "int8":
+            from vidseg.quantize import calibration_clips, quantize_for_streaming
+
+            clips = calibration_clips(calibration, checkpoint)
+            self.network = quantize_for_streaming(self.model, clips, self._prepare)
+        elif self.optimized:
             self.network = models.optimize_for_inference(self.model, dtype=_AMP_DTYPES[amp])
         else:
             self.network = self.model
-        self.reset()
 
     @property
     def palette(self) -> np.ndarray:
@@ -152,6 +179,21 @@ class Segmenter:
             )
         self._frame_shape = (height, width)
         working = self.size or (height, width)
+        normalized = self._normalize(pixels)
+        with self._autocast():
+            logits, self._state = self.network.step(normalized, self._state)
+        if working != (height, width):
+            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        self._frames_seen += 1
+        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        if probabilities:
+            return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
+        return labels
+
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's input for uint8 ``[1, 3, H, W]`` pixels: resized to ``size``, normalised, float32."""
+        height, width = pixels.shape[-2:]
+        working = self.size or (height, width)
         if working != (height, width):
             shrinking = working[0] < height or working[1] < width
             if self.device.type != "cpu":  # the fast uint8 path of interpolate is CPU-only
@@ -163,16 +205,11 @@ class Segmenter:
                 align_corners=False,
                 antialias=shrinking,
             )
-        normalized = pixels.float().mul_(self._scale).sub_(self._shift)
-        with self._autocast():
-            logits, self._state = self.network.step(normalized, self._state)
-        if working != (height, width):
-            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-        self._frames_seen += 1
-        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-        if probabilities:
-            return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
-        return labels
+        return pixels.float().mul_(self._scale).sub_(self._shift)
+
+    def _prepare(self, frame: Frame) -> torch.Tensor:
+        """``_normalize`` of an ``[H, W, 3]`` uint8 frame (used for calibration)."""
+        return self._normalize(self._to_device(frame))
 
     def _autocast(self):
         enabled = not self.optimized and self.amp != "off"

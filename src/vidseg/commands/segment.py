@@ -8,6 +8,7 @@ HELP = "segment a video, a folder of frames or image files, streaming with the r
 
 MASK_FORMATS = ("trainids", "labelids", "color")
 AMP_MODES = ("off", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -41,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "frame folders, the Cityscapes rate)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--amp", choices=AMP_MODES, default="off",
-                        help="compute precision: off (float32), bf16, or fp16 on CUDA (default: off)")
+                        help="compute precision: off (float32), bf16, or fp16 on CUDA (default: off); "
+                        "the older spelling of --precision")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="fp32, bf16, fp16 (CUDA) or int8 (CPU, calibrated on --calibrate; default: from --amp)")
+    parser.add_argument("--calibrate", metavar="PATH",
+                        help="int8 calibration frames: a video, a folder of frames or a dataset root (default: "
+                        "the checkpoint's own validation frames, where they exist)")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain model instead of its fused inference copy (for debugging)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -62,8 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if args.masks is not None:
         check_output_folder(args.masks, args.overwrite)
     source = open_frames(args.input, frame_rate=args.fps)
+    if args.calibrate is not None and args.precision != "int8":
+        from vidseg.errors import VidsegError
+
+        raise VidsegError("--calibrate is for --precision int8")
     segmenter = Segmenter(
-        args.checkpoint, device=args.device, amp=args.amp, size=args.size, optimize=not args.no_optimize
+        args.checkpoint, device=args.device, amp=args.amp, size=args.size, optimize=not args.no_optimize,
+        precision=args.precision, calibration=args.calibrate,
     )
     summary = segment_to_files(
         source,
