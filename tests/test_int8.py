@@ -218,6 +218,7 @@ def test_segment_command_with_int8(trained, synthcity_root, tmp_path, capsys):
     assert "--calibrate is for --precision int8" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_int8_onnx_export_keeps_the_interface_and_agrees(trained, synthcity_root, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
