@@ -194,9 +194,11 @@ def markdown(args: argparse.Namespace, rows: list[dict], command: str, available
     if reference is None:
         return "\n".join(lines) + "\n"
     measured = reference["target"] if reference["target"] and "error" not in reference["target"] else None
+    # With a GPU the comparison is of CUDA memory; the host RSS of a GPU process says little.
+    key = "cuda_peak" if cuda else "peak_rss"
     lines.append("")
     if measured is not None:
-        reference_peak, how = measured["peak_rss"], f"{gib(measured['peak_rss'])} GiB measured"
+        reference_peak, how = measured[key], f"{gib(measured[key])} GiB measured"
     else:
         # Without checkpointing every tensor saved for backward is alive at the end of the forward pass, and
         # each of them scales exactly with the pixel count: a lower bound of the peak that needs no run.
@@ -210,7 +212,7 @@ def markdown(args: argparse.Namespace, rows: list[dict], command: str, available
     for row in rows:
         if row is reference or row["target"] is None or "error" in row["target"]:
             continue
-        peak = row["target"]["peak_rss"]
+        peak = row["target"][key]
         lower = "" if measured is not None else "at least "
         lines.append(
             f"- `{row['variant']}` at {target}: {gib(peak)} GiB measured, {lower}{reference_peak / peak:.2f}x lower "

@@ -52,9 +52,11 @@ def test_cached_samples_equal_decoded_and_resized_samples(cityscapes_tree, cache
 def test_cache_holds_only_the_frames_windows_can_touch(cityscapes_tree, cache):
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["size"] == list(SIZE) and set(manifest["splits"]) == {"train", "val"}
-    assert manifest["splits"]["train"]["offsets"] == list(range(-4, 5))
-    frames = np.load(cache / "train/bochum/bochum_000000_000313.frames.npy", mmap_mode="r")
-    labels = np.load(cache / "train/bochum/bochum_000000_000313.labels.npy", mmap_mode="r")
+    entry = next(e for e in manifest["splits"]["train"]["entries"] if e["key"] == "bochum_000000_000313")
+    # The snippet holds frames 294..323; 5-frame windows reach 4 frames either side of the annotated 313.
+    assert entry["frames"] == [19 + offset for offset in range(-4, 5)] and entry["labelled"] == [19]
+    frames = np.load(cache / "train/bochum_000000_000313.frames.npy", mmap_mode="r")
+    labels = np.load(cache / "train/bochum_000000_000313.labels.npy", mmap_mode="r")
     assert frames.shape == (9, 16, 32, 3) and frames.dtype == np.uint8 and labels.shape == (1, 16, 32)
     assert snippet_offsets(3, max_stride=2) == [-4, -2, -1, 0, 1, 2, 4]
     assert snippet_offsets(None) == list(range(-19, 11))
@@ -92,8 +94,8 @@ def test_missing_frames_are_recorded_and_handled_like_missing_pngs(tmp_path, cap
 def test_preparing_again_keeps_finished_files_and_repairs_broken_ones(tmp_path):
     tree = make_cityscapes_tree(tmp_path / "root", cities=("ulm", "bonn"), splits=("train",), decoys=False)
     prepare_cache(tree.root, tmp_path / "c", SIZE, num_frames=2)
-    finished = tmp_path / "c/train/ulm/ulm_000000_000313.frames.npy"
-    broken = tmp_path / "c/train/bonn/bonn_000000_000313.frames.npy"
+    finished = tmp_path / "c/train/ulm_000000_000313.frames.npy"
+    broken = tmp_path / "c/train/bonn_000000_000313.frames.npy"
     stamp = finished.stat().st_mtime_ns
     intact = broken.read_bytes()
     broken.write_bytes(intact[:100])

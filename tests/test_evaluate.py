@@ -77,8 +77,16 @@ def dense_dataset(dense_tree):
     return torch.utils.data.Subset(windows, range(0, len(windows), 3))
 
 
+def predicted_classes(preds: np.ndarray, labels: np.ndarray) -> tuple[set[int], set[int]]:
+    """The classes predicted on labelled pixels, and those among them predicted right somewhere."""
+    valid = labels != IGNORE
+    return set(np.unique(preds[valid]).tolist()), set(np.unique(preds[valid & (preds == labels)]).tolist())
+
+
 def test_figures_equal_an_independent_computation(dense_dataset):
     model = tiny_model("vanilla-crnn-small-shallow", 19)
+    # Road (present in every window) wins about half the pixels; the rest keep the random model's classes.
+    make_class_win_half_the_pixels(model, dense_dataset[0]["frames"], 0)
     results = evaluate_model(model, dense_dataset, tc=False, progress=False)
     json.dumps(results, allow_nan=False)
     preds = clip_predictions(model, dense_dataset)
@@ -86,6 +94,10 @@ def test_figures_equal_an_independent_computation(dense_dataset):
     labels = np.stack([s["labels"].numpy() for s in samples])
     codes = np.stack([s["corruption"].numpy() for s in samples])
     preds = np.stack(preds)
+    # A one-class prediction would leave most per-class figures 0 or undefined and hide mistakes in them.
+    predicted, right = predicted_classes(preds[:, -1], labels[:, -1])
+    assert len(predicted) >= 2 and len(right) >= 2, (predicted, right)
+    assert sum(1 for value in results["iou"].values() if value) >= 2
     assert results["windows"] == len(samples) and results["frames_per_window"] == 4
     assert_figures(results, reference(preds[:, -1], labels[:, -1], 19), NAMES_19)
     assert results["headline"] == {"mIoU": results["miou"], "mAcc": results["macc"]}
@@ -339,9 +351,9 @@ def test_two_ranks_return_identical_figures_equal_to_one_process(cityscapes_tree
 
 
 def write_checkpoint(
-    path, tree_root, model_name="vanilla-crnn-small-shallow", num_classes=19, label_set=None
+    path, tree_root, model_name="vanilla-crnn-small-shallow", num_classes=19, label_set=None, model=None
 ):
-    model = tiny_model(model_name, num_classes)
+    model = model if model is not None else tiny_model(model_name, num_classes)
     save_checkpoint(
         path,
         {
@@ -358,7 +370,10 @@ def write_checkpoint(
 
 def test_evaluate_command_end_to_end(cityscapes_tree, tmp_path, capsys):
     checkpoint = tmp_path / "run" / "best.pt"
-    write_checkpoint(checkpoint, cityscapes_tree.root)
+    model = tiny_model("vanilla-crnn-small-shallow", 19)
+    windows = CityscapesSequences(cityscapes_tree.root, "val", num_frames=3, gt_position="last")
+    make_class_win_half_the_pixels(model, windows[0]["frames"], 0)  # road wins about half the pixels
+    write_checkpoint(checkpoint, cityscapes_tree.root, model=model)
     preds_dir = tmp_path / "preds"
     code = main(
         [
@@ -380,7 +395,11 @@ def test_evaluate_command_end_to_end(cityscapes_tree, tmp_path, capsys):
     assert results["tc"] is not None and math.isfinite(results["miou"])
     table = (tmp_path / "run" / "best-val-standard.md").read_text()
     assert table in capsys.readouterr().out
-    assert len(list(preds_dir.glob("*_pred.png"))) == 3
+    saved = sorted(preds_dir.glob("*_pred.png"))
+    assert len(saved) == 3
+    # The model predicts several classes, some of them right: figures of a one-class model prove little.
+    assert all(len(np.unique(np.asarray(Image.open(p)))) >= 2 for p in saved)
+    assert sum(1 for value in results["iou"].values() if value) >= 2
 
     out = tmp_path / "report.json"
     options = [

@@ -218,8 +218,8 @@ def test_a_read_only_folder_is_explained(kind, checkpoint, dense_tree, tmp_path,
             (locked / "probe").write_bytes(b"")
         except PermissionError:
             pass
-        else:  # root ignores permissions (as in CI containers): nothing to see
-            pytest.skip("this user can write into a 0o500 folder")
+        else:  # root ignores permissions (as in CI containers): test_a_read_only_folder_is_explained_to_root
+            pytest.skip("this user can write into a 0o500 folder; the _to_root variant covers root")
         output = locked / OUTPUT_NAMES.get(kind, "out")
         code, err = cli(capsys, *command_writing_to(kind, output, checkpoint, dense_tree, tmp_path))
         assert code == 2
@@ -227,6 +227,48 @@ def test_a_read_only_folder_is_explained(kind, checkpoint, dense_tree, tmp_path,
         assert everything_under(locked) == []
     finally:
         locked.chmod(0o700)
+
+
+# Runs ARGV (a program and its arguments) after removing CAP_DAC_OVERRIDE, the capability that lets root write
+# into any folder, from the bounding set: after the exec, the kernel checks folder permission bits for root as
+# for any other user (reading stays allowed through CAP_DAC_READ_SEARCH). Needs CAP_SETPCAP, which root has in
+# an ordinary container.
+WITHOUT_WRITE_OVERRIDE = """
+import ctypes, os, sys
+if ctypes.CDLL(None, use_errno=True).prctl(24, 1, 0, 0, 0):  # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
+    sys.exit(f"cannot drop CAP_DAC_OVERRIDE: {os.strerror(ctypes.get_errno())}")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def run_without_write_override(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_WRITE_OVERRIDE, *map(str, argv)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_a_read_only_folder_is_explained_to_root(kind, checkpoint, dense_tree, tmp_path):
+    """test_a_read_only_folder_is_explained for root, which the kernel lets write anywhere: the command runs
+    in a process without that override, so the kernel itself refuses the write, as it does for other users."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: test_a_read_only_folder_is_explained runs the same case in this process")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    probe = run_without_write_override(sys.executable, "-c", f"open({str(locked / 'probe')!r}, 'w')")
+    if "PermissionError" not in probe.stderr:
+        pytest.skip(f"cannot take root's write override away here: {probe.stderr.strip()[-200:]}")
+    output = locked / OUTPUT_NAMES.get(kind, "out")
+    args = command_writing_to(kind, output, checkpoint, dense_tree, tmp_path)
+    result = run_without_write_override(sys.executable, "-m", "vidseg", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"cannot write {output}: no permission to write into {locked}; choose a folder you can write to" in (
+        result.stderr
+    )
+    assert everything_under(locked) == []
 
 
 def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
@@ -247,8 +289,8 @@ def test_segment_full_disk_mid_video_leaves_no_file(checkpoint, tmp_path, monkey
     results = tmp_path / "results"
     real_write = vidseg.data.video.VideoWriter.write
 
-    def write_then_fill_disk(self, frame):
-        real_write(self, frame)
+    def write_then_fill_disk(self, frame, pts=None):
+        real_write(self, frame, pts)
         if self.num_frames == 2:
             half_written = [path for path in results.iterdir() if path.name.startswith(".out.")]
             assert len(half_written) == 1  # the temporary video that must disappear

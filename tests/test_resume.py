@@ -55,9 +55,14 @@ def vidseg_train(*args: str) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen) -> int:
-    _, stderr = process.communicate(timeout=300)
+    return finish_with_output(process)[0]
+
+
+def finish_with_output(process: subprocess.Popen) -> tuple[int, str]:
+    """The exit status and what the process printed (the training log goes to stdout)."""
+    stdout, stderr = process.communicate(timeout=300)
     assert process.returncode in (0, 143), stderr[-3000:]
-    return process.returncode
+    return process.returncode, stdout
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -72,7 +77,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> No
 
 
 def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path, dense_tree):
-    config = write_config(tmp_path / "run.yaml", dense_tree.root)
+    config = write_config(tmp_path / "run.yaml", dense_tree.root, log_every=1)
     run = tmp_path / "killed"
     uninterrupted = vidseg_train(str(config), "--out", str(tmp_path / "uninterrupted"))
     killed = vidseg_train(str(config), "--out", str(run))
@@ -82,8 +87,14 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_weights(tmp_path,
     checkpoint = load_checkpoint(run / "last.pt")
     # Killed mid-epoch, after the first periodic checkpoint, before the end.
     assert 0 < checkpoint["rng"]["data_order"]["batches_done"] < 9 and checkpoint["step"] < 7
+    start = checkpoint["step"]
 
-    assert finish(vidseg_train("--resume", str(run))) == 0
+    code, log = finish_with_output(vidseg_train("--resume", str(run)))
+    assert code == 0
+    # A resume that silently started over would end with the same weights (the run is deterministic), so the
+    # resumed process itself must say where it starts and then train only the steps after it.
+    assert f"resuming {run} at step {start}\n" in log
+    assert [int(line.split()[1]) for line in log.splitlines() if line.startswith("step ")] == list(range(start + 1, 8))
     assert finish(uninterrupted) == 0
     expected = load_checkpoint(tmp_path / "uninterrupted" / "last.pt")
     resumed = load_checkpoint(run / "last.pt")

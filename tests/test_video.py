@@ -208,3 +208,196 @@ def test_image_folder_writer_is_all_or_nothing_and_only_replaces_png_folders(tmp
     (target / "precious.txt").write_text("keep me")
     with pytest.raises(VidsegError, match="precious.txt"):
         ImageFolderWriter(target, overwrite=True)
+
+
+# ------------------------------------------------------------------------------------------------- metadata
+
+# The display matrix a phone writes for a portrait video recorded with the sensor landscape (16.16 fixed point,
+# as in the mp4 'tkhd' box): players turn the stored picture 90 degrees clockwise; FFmpeg reads it as -90.
+PORTRAIT_PHONE_MATRIX = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30]
+STORED_HEIGHT, STORED_WIDTH = 32, 48
+
+
+def corner_frame(code: int = 0) -> np.ndarray:
+    """A stored (landscape) frame, dark but for a red top-left quarter; the green level says which frame it is."""
+    frame = np.zeros((STORED_HEIGHT, STORED_WIDTH, 3), np.uint8)
+    frame[..., 1] = code * 20
+    frame[: STORED_HEIGHT // 2, : STORED_WIDTH // 2, 0] = 255
+    return frame
+
+
+def red_corner(frame: np.ndarray) -> str:
+    """Which quarter of the frame is red: 'top-left', 'top-right', 'bottom-left' or 'bottom-right'."""
+    height, width = frame.shape[:2]
+    quarters = {
+        "top-left": frame[: height // 2, : width // 2], "top-right": frame[: height // 2, width // 2 :],
+        "bottom-left": frame[height // 2 :, : width // 2], "bottom-right": frame[height // 2 :, width // 2 :],
+    }
+    reds = {name: float(q[..., 0].mean()) for name, q in quarters.items()}
+    best = max(reds, key=reds.__getitem__)
+    assert reds[best] > 200 and sorted(reds.values())[-2] < 60, reds  # one clearly red quarter
+    return best
+
+
+def write_phone_video(path, matrix, times_ms, container_format=None):
+    """Encode ``corner_frame``s with PyAV, with a display matrix and frame times in milliseconds."""
+    container = av.open(str(path), "w", format=container_format)
+    stream = container.add_stream("libx264", rate=30)
+    stream.height, stream.width, stream.pix_fmt = STORED_HEIGHT, STORED_WIDTH, "yuv420p"
+    stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+    if matrix is not None:
+        stream.set_display_matrix(matrix)
+    for code, time_ms in enumerate(times_ms):
+        frame = av.VideoFrame.from_ndarray(corner_frame(code), format="rgb24")
+        frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def stored_video(path) -> tuple[list[np.ndarray], list[Fraction], int]:
+    """What the file holds, read with PyAV directly: stored frames, their times in seconds, the display rotation."""
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(container.streams.video[0]))
+    times = [Fraction(f.pts) * f.time_base for f in decoded]
+    return [f.to_ndarray(format="rgb24") for f in decoded], times, decoded[0].rotation
+
+
+needs_display_matrix = pytest.mark.skipif(
+    not hasattr(av.video.stream.VideoStream, "set_display_matrix"), reason="this PyAV cannot write a display matrix"
+)
+VFR_TIMES_MS = [0, 33, 66, 200, 233, 400, 410, 1000]  # a phone slowing down in the dark, a stall, a duplicate burst
+
+
+# Display matrices of the four quarter turns, in the mp4 layout (rotation read back by FFmpeg, counter-clockwise),
+# and where the stored picture's top-left corner ends up on screen: the matrix maps stored (x, y) to shown
+# (a x + c y, b x + d y), y pointing down.
+ONE = 65536
+QUARTER_TURNS = {
+    0: ([ONE, 0, 0, 0, ONE, 0, 0, 0, 1 << 30], "top-left"),
+    -90: (PORTRAIT_PHONE_MATRIX, "top-right"),
+    90: ([0, -ONE, 0, ONE, 0, 0, 0, 0, 1 << 30], "bottom-left"),
+    180: ([-ONE, 0, 0, 0, -ONE, 0, 0, 0, 1 << 30], "bottom-right"),
+}
+
+
+@needs_display_matrix
+@pytest.mark.parametrize("angle", QUARTER_TURNS)
+def test_rotated_video_frames_are_read_upright(tmp_path, angle):
+    matrix, corner = QUARTER_TURNS[angle]
+    source = open_frames(write_phone_video(tmp_path / "phone.mp4", matrix, [0, 33, 66]))
+    frames = list(source)
+    shown = (STORED_WIDTH, STORED_HEIGHT, 3) if angle in (90, -90) else (STORED_HEIGHT, STORED_WIDTH, 3)
+    assert source.rotation == angle
+    assert [f.shape for f in frames] == [shown] * 3
+    assert [red_corner(f) for f in frames] == [corner] * 3
+
+
+@needs_display_matrix
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_video_writer_keeps_the_rotation_and_the_stored_orientation(tmp_path, suffix):
+    source = open_frames(write_phone_video(tmp_path / "phone.mp4", PORTRAIT_PHONE_MATRIX, [0, 33, 66]))
+    out = tmp_path / f"out{suffix}"
+    with VideoWriter(out, source.frame_rate, rotation=source.rotation) as writer:
+        for frame in source:
+            writer.write(frame)
+    stored, _, rotation = stored_video(out)
+    assert rotation == -90  # players turn it as they turn the input
+    assert [f.shape for f in stored] == [(STORED_HEIGHT, STORED_WIDTH, 3)] * 3  # stored like the input
+    assert [red_corner(f) for f in stored] == ["top-left"] * 3
+    assert [red_corner(f) for f in open_frames(out)] == ["top-right"] * 3
+
+
+def test_avi_has_no_display_matrix_so_rotated_frames_are_stored_upright(tmp_path):
+    upright = np.rot90(corner_frame(), -1)  # as the portrait phone video is shown: red top-right
+    with VideoWriter(tmp_path / "out.avi", Fraction(30), rotation=-90) as writer:
+        writer.write(upright)
+    stored, _, rotation = stored_video(tmp_path / "out.avi")
+    assert rotation == 0 and stored[0].shape == upright.shape and red_corner(stored[0]) == "top-right"
+
+
+@pytest.mark.parametrize("container_format", ["mp4", "matroska"])
+def test_variable_frame_rate_timestamps_survive_reading_and_writing(tmp_path, container_format):
+    path = write_phone_video(tmp_path / "vfr.video", None, VFR_TIMES_MS, container_format)
+    source = open_frames(path)
+    timed = list(source.timed_frames())  # a matroska header's count (from the average rate) is no truncation
+    input_times = [Fraction(pts) * source.time_base for _, pts in timed]
+    assert input_times == [Fraction(ms, 1000) for ms in VFR_TIMES_MS]
+    assert [int(round(f[..., 1].mean() / 20)) for f, _ in timed] == list(range(len(VFR_TIMES_MS)))
+
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, source.frame_rate, time_base=source.time_base) as writer:
+        for frame, pts in timed:
+            writer.write(frame, pts)
+    _, output_times, _ = stored_video(out)
+    assert output_times == input_times
+
+
+def test_timestamps_are_kept_in_order_and_avi_takes_the_nearest_frame_slot(tmp_path):
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, Fraction(10), time_base=Fraction(1, 1000)) as writer:
+        for pts in [0, 250, 250, None, 100, 1000]:  # a repeated, a missing and a backwards timestamp
+            writer.write(corner_frame(), pts)
+    assert stored_video(out)[1] == [0, Fraction(1, 4), Fraction(35, 100), Fraction(45, 100), Fraction(55, 100), 1]
+
+    avi = tmp_path / "out.avi"
+    with VideoWriter(avi, Fraction(10), time_base=Fraction(1, 1000)) as writer:
+        for pts in [0, 90, 130, 410, 1000]:
+            writer.write(corner_frame(), pts)
+    assert stored_video(avi)[1] == [0, Fraction(1, 10), Fraction(2, 10), Fraction(4, 10), 1]
+    assert len(list(open_frames(avi))) == 5  # the dropped slots are not taken for a truncation
+
+
+def test_a_frame_rate_override_times_frames_at_that_rate(tmp_path):
+    source = open_frames(write_phone_video(tmp_path / "vfr.mp4", None, VFR_TIMES_MS), frame_rate=20)
+    assert [Fraction(pts) * source.time_base for _, pts in source.timed_frames()] == [
+        Fraction(i, 20) for i in range(len(VFR_TIMES_MS))
+    ]
+
+
+class RedSegmenter:
+    """Stands in for ``vidseg.segment.Segmenter``: class 1 where the frame is red, else 0 (the model is not under
+    test here, what reaches it and what is written is)."""
+
+    def __init__(self):
+        from vidseg.data.labels import get_label_set
+
+        self.label_set = get_label_set("cityscapes")
+        self.frames_seen = 0
+
+    def reset(self):
+        self.frames_seen = 0
+
+    def segment_frame(self, frame):
+        self.frames_seen += 1
+        return (frame[..., 0] > 128).astype(np.uint8)
+
+
+@needs_display_matrix
+def test_segment_to_files_segments_a_rotated_vfr_phone_video_upright_and_keeps_its_metadata(tmp_path):
+    from vidseg.segment import segment_to_files
+
+    source = open_frames(write_phone_video(tmp_path / "phone.mp4", PORTRAIT_PHONE_MATRIX, VFR_TIMES_MS))
+    out, masks = tmp_path / "seg.mp4", tmp_path / "masks"
+    summary = segment_to_files(source, RedSegmenter(), out=out, masks=masks, progress=False)
+    assert summary.num_frames == len(VFR_TIMES_MS) and summary.size == (STORED_WIDTH, STORED_HEIGHT)
+
+    mask = np.asarray(Image.open(masks / "000000.png"))
+    assert mask.shape == (STORED_WIDTH, STORED_HEIGHT)
+    assert mask[: STORED_WIDTH // 2, STORED_HEIGHT // 2 :].all() and mask.sum() == mask.size // 4  # top-right
+
+    stored, times, rotation = stored_video(out)
+    assert rotation == -90 and stored[0].shape == (STORED_HEIGHT, STORED_WIDTH, 3)
+    assert times == [Fraction(ms, 1000) for ms in VFR_TIMES_MS]
+
+
+@needs_display_matrix
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused_naming_the_file(tmp_path):
+    # cos 30 and sin 30 degrees in 16.16 fixed point: a picture shown turned by 30 degrees
+    matrix = [56756, -32768, 0, 32768, 56756, 0, 0, 0, 1 << 30]
+    path = write_phone_video(tmp_path / "tilted.mp4", matrix, [0, 33])
+    with pytest.raises(VidsegError, match=f"video {path} is displayed turned by (29|30) degrees.*quarter turns only"):
+        open_frames(path)

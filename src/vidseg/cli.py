@@ -7,12 +7,16 @@ and ``run(args) -> int``. Heavy imports (torch, av, cv2) happen inside ``run`` s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
 
 import vidseg.commands
-from vidseg.errors import VidsegError, user_message
+from vidseg.errors import Terminated, VidsegError, user_message
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 # The order in which `vidseg --help` lists the commands; a command module not named here comes last.
 COMMAND_ORDER = ["demo", "params", "synth", "prepare", "train", "evaluate", "segment", "export"]
@@ -37,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _terminate_on_sigterm()
     try:
         return int(args.run(args) or 0)
     except VidsegError as error:
@@ -54,9 +59,27 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except Terminated:
+        print(f"vidseg {args.command}: terminated by SIGTERM; its temporary files were removed", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"vidseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_on_sigterm():
+    """Make SIGTERM raise Terminated in the main thread (``vidseg train`` installs its own handler, which
+    checkpoints, while it trains); return the previous handler, or None where signals cannot be set."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        return signal.signal(signal.SIGTERM, terminate)
+    return None
 
 
 if __name__ == "__main__":

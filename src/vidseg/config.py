@@ -32,7 +32,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = "data/cityscapes"
-    label_set: Literal["cityscapes", "report"] = "cityscapes"
+    layout: str = "auto"
+    """``auto`` (detected from the folders), ``cityscapes``, ``camvid``, ``vspw`` or ``folders``."""
+    label_set: str | None = None
+    """The classes the model predicts: ``cityscapes``, ``report``, ``camvid11``, ``camvid32``, ``vspw124``;
+    None = the layout's own (``cityscapes``, ``camvid11``, ``vspw124``, a ``classes.yaml``'s)."""
     train_split: str = "train"
     val_split: str = "val"
     num_frames: int = 5
@@ -129,6 +133,31 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# Limits checked before anything is allocated. A frame above 8192x8192 (8K video is 7680x4320) is a typo, not a
+# video; a batch of more pixels than BATCH_PIXEL_LIMIT needs over 24 GiB for its float32 RGB input alone.
+FRAME_PIXEL_LIMIT = 8192 * 8192
+BATCH_PIXEL_LIMIT = 2**31
+GIB = 2**30
+
+
+def check_frame_size(size: Sequence[int], what: str, frames: int = 1) -> None:
+    """VidsegError unless ``frames`` frames of ``size`` (height, width) stay within the limits; the message gives
+    the limit and the memory of the float32 RGB input alone (the model's activations take many times more)."""
+    height, width = int(size[0]), int(size[1])
+    pixels = height * width
+    if pixels > FRAME_PIXEL_LIMIT:
+        raise VidsegError(
+            f"{what} {height}x{width} is {pixels:,} pixels per frame, over the limit of {FRAME_PIXEL_LIMIT:,} "
+            f"(8192x8192): one float32 RGB frame alone would take {pixels * 12 / GIB:,.1f} GiB; use a smaller size"
+        )
+    if pixels * frames > BATCH_PIXEL_LIMIT:
+        raise VidsegError(
+            f"{what} {height}x{width} with {frames:,} frames per batch is {pixels * frames:,} pixels, over the limit "
+            f"of {BATCH_PIXEL_LIMIT:,}: the float32 RGB input alone would take {pixels * frames * 12 / GIB:,.1f} "
+            "GiB; use a smaller size, fewer frames or a smaller batch"
+        )
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config, apply ``key.path=value`` overrides and return the validated Config."""
     path = Path(path)
@@ -213,8 +242,27 @@ def validate(config: Config, source: str) -> None:
     if config.model.name not in MODEL_NAMES:
         fail("model.name", f"unknown model {config.model.name!r}; valid names are: {', '.join(MODEL_NAMES)}")
     data, optim, train, evaluation = config.data, config.optim, config.train, config.eval
+    from vidseg.data.index import layouts
+    from vidseg.data.labels import LABEL_SETS
+
+    if data.layout != "auto" and data.layout not in layouts():
+        fail("data.layout", f"unknown layout {data.layout!r}; valid layouts are: auto, {', '.join(layouts())}")
+    if data.label_set is not None and data.label_set not in LABEL_SETS:
+        fail(
+            "data.label_set",
+            f"unknown label set {data.label_set!r}; valid label sets are: {', '.join(LABEL_SETS)} (or leave it "
+            "unset for the layout's own)",
+        )
     if len(data.size) != 2 or min(data.size) < 1:
         fail("data.size", f"expected [height, width] with positive values, found {data.size}")
+    for what, frames in [
+        ("data.size", data.batch_size * data.num_frames),
+        ("data.size (with eval.batch_size and eval.num_frames)", config.eval.batch_size * config.eval.num_frames),
+    ]:
+        try:
+            check_frame_size(data.size, what, max(frames, 1))
+        except VidsegError as error:
+            raise VidsegError(f"{source}: {error}") from None
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
         fail("data.scale", f"expected [min, max] with 0 < min <= max, found {data.scale}")
     stride = data.frame_stride

@@ -30,6 +30,7 @@ import numpy as np
 
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, atomic_write_text
+from vidseg.models.inference import cpu_has_fast_bf16
 
 BASELINE_MODEL = "vanilla-none-small-shallow"
 TEMPORAL_MODEL = "vanilla-crnn-small-shallow"
@@ -58,6 +59,9 @@ class DemoPlan:
     lr: float = 3e-3
     finetune_lr: float = 3e-3
     """Rate of the cRNN fine-tuning: better than 1e-3 on every figure over seeds 0-2 (benchmarks/demo_recipes.py)."""
+    amp: str = field(default_factory=lambda: "bf16" if cpu_has_fast_bf16() else "off")
+    """Training precision: bf16 autocast where the CPU has native bf16 convolutions, else float32 (bf16 through
+    PyTorch's reference kernels trains about 10x slower on an AVX2-only CPU)."""
     copied_lr_scale: float = 1.0
     workers: int = 2
     quick: bool = False
@@ -112,7 +116,7 @@ class DemoPlan:
             "train": {
                 "steps": steps,
                 "seed": self.seed,
-                "amp": "bf16",
+                "amp": self.amp,
                 "channels_last": True,
                 "log_every": max(1, steps // 10),
                 "checkpoint_every": 0,
@@ -567,6 +571,7 @@ def write_report(plan: DemoPlan, summary: dict[str, Any], media: dict[str, str])
         "with cRNN units (identity-initialised, so training starts from the per-frame model's exact outputs);",
         f"- per-frame baseline: {steps['baseline']} steps, the same training FLOPs as the temporal schedule "
         "(torch.utils.flop_counter, forward + backward).",
+        f"- Training precision: {'bf16 autocast' if plan.amp == 'bf16' else 'float32 (this CPU has no native bf16)'}.",
         f"- Total time of this run: {summary['seconds'] / 60:.1f} minutes.",
         "",
         "## Reproduce",

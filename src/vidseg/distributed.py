@@ -36,6 +36,12 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise VidsegError("train.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        if local_rank >= torch.cuda.device_count():
+            raise VidsegError(
+                f"process with LOCAL_RANK {local_rank} needs GPU cuda:{local_rank} but this machine has "
+                f"{torch.cuda.device_count()}; start at most that many processes per node (torchrun "
+                "--nproc_per_node), or train on the CPU with train.device=cpu"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

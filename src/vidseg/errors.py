@@ -21,3 +21,9 @@ def user_message(error: VidsegError) -> str:
     if message.startswith(_WORKER_PREFIX) and _ORIGINAL_LINE in message:
         return message.rsplit(_ORIGINAL_LINE, 1)[1].strip()
     return message
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM (what schedulers and ``timeout`` send), so
+    that it unwinds like an interrupt by Ctrl-C: every ``with`` block and ``finally`` removes its temporary
+    files. A KeyboardInterrupt, so that ``except Exception`` never swallows it."""

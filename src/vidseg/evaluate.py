@@ -73,6 +73,16 @@ def resolve_protocol(protocol: str, label_set, num_model_classes: int) -> Protoc
         label_set = get_label_set(label_set)
     except ValueError as error:
         raise VidsegError(str(error)) from error
+    if label_set.name not in ("cityscapes", "report"):
+        # Any other label set (CamVid, VSPW, a classes.yaml): its own classes, 255 ignored.
+        if num_model_classes != label_set.num_classes or protocol != "standard":
+            raise VidsegError(
+                f"label set {label_set.name!r} has {label_set.num_classes} classes: evaluation needs a model with "
+                f"that many outputs (this one has {num_model_classes}) and the standard protocol"
+            )
+        lut = torch.full((256,), IGNORE_INDEX, dtype=torch.int64)
+        lut[: label_set.num_classes] = torch.arange(label_set.num_classes)
+        return Protocol("standard", label_set.class_names, num_model_classes, lut)
     void = NUM_TRAIN_CLASSES
     if num_model_classes not in (NUM_TRAIN_CLASSES, NUM_TRAIN_CLASSES + 1):
         raise VidsegError(

@@ -257,6 +257,11 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         )
     if device.type not in ("cpu", "cuda"):
         raise VidsegError(f"device {device} is not supported; use cpu or cuda")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise VidsegError(
+            f"device {device} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
@@ -324,7 +329,7 @@ def segment_to_files(
 
     Args:
         out: video file (.mp4, .mov, .mkv, .avi) of the input with the prediction blended in; it keeps the
-            input's frame rate and frame count.
+            input's frame rate, frame count, frame timestamps and display rotation (see ``VideoWriter``).
         masks: folder for one PNG per frame, named after the input frame (image sequences) or its index.
         mask_format: see ``mask_image``.
         alpha: opacity of the class colours in the video.
@@ -352,17 +357,20 @@ def segment_to_files(
     start = time.perf_counter()
     size = None
     with ExitStack() as stack:
-        video = stack.enter_context(VideoWriter(out, source.frame_rate, overwrite)) if out is not None else None
+        video = None
+        if out is not None:  # the output keeps the input's timestamps and display rotation
+            timing = {"time_base": source.time_base, "rotation": source.rotation}
+            video = stack.enter_context(VideoWriter(out, source.frame_rate, overwrite, **timing))
         mask_folder = stack.enter_context(ImageFolderWriter(masks, overwrite)) if masks is not None else None
         bar = stack.enter_context(
             tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not progress)
         )
-        for index, frame in enumerate(source):
+        for index, (frame, pts) in enumerate(source.timed_frames()):
             labels = segmenter.segment_frame(frame)
             size = labels.shape
             if video is not None:
                 shown = viz.overlay(frame, labels, label_set, alpha)
-                video.write(viz.side_by_side([frame, shown]) if side_by_side else shown)
+                video.write(viz.side_by_side([frame, shown]) if side_by_side else shown, pts)
             if mask_folder is not None:
                 mask_folder.write(source.frame_name(index), mask_image(labels, label_set, mask_format))
             bar.update()

@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +36,16 @@ from vidseg import checkpoint as ckpt
 from vidseg import distributed
 from vidseg.config import Config, config_from_dict, config_to_dict, dump_config
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_write_text, explained_write_errors, make_folder
+from vidseg.fileio import (
+    atomic_write_text,
+    check_outputs_spare_inputs,
+    exclusive_lock,
+    explained_write_errors,
+    make_folder,
+    remove_dead_temporaries,
+)
 from vidseg.metrics import all_reduce_sum
+from vidseg.models.inference import cpu_has_fast_bf16
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -47,6 +55,7 @@ if TYPE_CHECKING:
 IGNORE_INDEX = 255
 LOG_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
+RUN_FILES = (CONFIG_FILE, LOG_FILE, "last.pt", "best.pt")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -94,8 +103,9 @@ def epoch_batches(
 
 
 def build_datasets(config: Config, with_val: bool = True):
-    """The training dataset (random windows and augmentation) and the validation dataset (deterministic)."""
-    from vidseg.data.cityscapes import CityscapesSequences
+    """The training dataset (random windows and augmentation) and the validation dataset (deterministic), of
+    any layout (``data.layout``); both read their labels in ``data.label_set`` (None: the layout's default)."""
+    from vidseg.data.clips import open_dataset
     from vidseg.data.transforms import ClipTransform
 
     data = config.data
@@ -105,14 +115,15 @@ def build_datasets(config: Config, with_val: bool = True):
     train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
     try:
-        train_set = CityscapesSequences(
-            root=data.root,
-            split=data.train_split,
+        train_set = open_dataset(
+            data.root,
+            data.train_split,
             num_frames=data.num_frames,
             gt_position=data.gt_position,
             frame_stride=stride,
-            label_set=data.label_set,
             transform=train_transform,
+            layout=data.layout,
+            label_set=data.label_set,
             skip_missing=data.skip_missing,
             cache=data.cache,
         )
@@ -121,13 +132,14 @@ def build_datasets(config: Config, with_val: bool = True):
     if not with_val:
         return train_set, None
     try:
-        val_set = CityscapesSequences(
-            root=data.root,
-            split=data.val_split,
+        val_set = open_dataset(
+            data.root,
+            data.val_split,
             num_frames=config.eval.num_frames,
             gt_position=config.eval.gt_position,
-            label_set=data.label_set,
             transform=ClipTransform(size),
+            layout=data.layout,
+            label_set=data.label_set,
             skip_missing=data.skip_missing,
             cache=data.cache,
         )
@@ -140,12 +152,20 @@ def build_datasets(config: Config, with_val: bool = True):
 
 
 def class_frequency_weights(
-    dataset, num_classes: int, frames: str, max_samples: int, num_workers: int, ctx: distributed.Context
+    dataset,
+    num_classes: int,
+    frames: str,
+    max_samples: int,
+    num_workers: int,
+    ctx: distributed.Context,
+    class_names: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Class weights 1 / sqrt(frequency) over the labels the loss sees, normalised to mean 1 over seen classes.
 
     Counted on up to ``max_samples`` evenly spaced samples (0 = all), split among the processes. Classes never
-    seen get the largest weight, so that a class missing from the counted subset is not switched off.
+    seen get the largest weight, so that a class missing from the counted subset is not switched off; ``warn``
+    is called with a message naming them (``class_names``).
     """
     total = len(dataset)
     chosen = np.linspace(0, total - 1, max_samples).round().astype(int) if 0 < max_samples < total else range(total)
@@ -171,6 +191,15 @@ def class_frequency_weights(
     weights[seen] = (counts[seen] / counts.sum()).rsqrt()
     weights[seen] /= weights[seen].mean()
     weights[~seen] = weights[seen].max()
+    if warn is not None and not bool(seen.all()):
+        names = class_names or [str(i) for i in range(num_classes)]
+        absent = ", ".join(names[i] for i in range(num_classes) if not seen[i])
+        warn(
+            f"warning: classes absent from the labels of the {len(chosen)} counted training samples: {absent}; "
+            f"they get the largest weight ({float(weights[seen].max()):.2f}) in case they occur elsewhere. If "
+            "they never occur the model cannot learn them: check data.label_set, or count every sample with "
+            "loss.class_weight_samples=0"
+        )
     return weights.float()
 
 
@@ -394,19 +423,81 @@ def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torc
     )
 
 
+# What a resumed run takes from its (possibly changed) config: the optimizer's hyperparameters, the schedule
+# (optim.schedule, warmup_fraction, final_lr_scale: LRSchedule is built from the config and only its progress is
+# restored), optim.grad_clip, the budget, logging, checkpointing, evaluation and the device. Settings that
+# decide what each step computes from which samples cannot change without breaking exact resume; a changed one
+# is refused (keys, or whole sections ending in ".").
+OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+RESUME_FIXED = (
+    "model.", "data.", "loss.", "optim.name", "optim.accumulate", "train.seed", "train.amp", "train.init_from",
+    "train.init_temporal",
+)
+RESUME_FREE = ("data.root", "data.cache", "data.num_workers")
+"""Exceptions to RESUME_FIXED: where the same data is read from, and how fast."""
+
+
+def refuse_resume_changes(stored: dict, current: dict, run_dir: Path) -> None:
+    """VidsegError listing the settings of ``RESUME_FIXED`` that differ between the run's stored config and the
+    one it is resumed with (keys that the stored config lacks, from older versions, are not compared)."""
+    changed = [
+        f"{key} {old!r} -> {new!r}"
+        for key, old, new in _differences(stored, current)
+        if key.startswith(RESUME_FIXED) and key not in RESUME_FREE
+    ]
+    if changed:
+        raise VidsegError(
+            f"resume {run_dir}: {', '.join(changed)} cannot change in a resumed run: the model, the data, the "
+            "loss, the optimizer type, accumulation, the seed, amp and the warm start decide what each step "
+            "computes, so the run would no longer be the one its checkpoints record. Resume with the old values, "
+            "or start a new run (vidseg train CONFIG --out NEW_DIR --set train.init_from=OLD_DIR/last.pt)"
+        )
+
+
+def _differences(before: dict, after: dict, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    for key, value in after.items():
+        if key not in before:
+            continue
+        old = before[key]
+        if isinstance(value, dict) and isinstance(old, dict):
+            yield from _differences(old, value, f"{prefix}{key}.")
+        elif old != value:
+            yield f"{prefix}{key}", old, value
+
+
 # ------------------------------------------------------------------------------------------ RNG states
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The Python, NumPy, torch (and CUDA) RNG states as tensors and plain data, as a checkpoint holds them."""
+    version, internal, gauss = random.getstate()
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy form is a tuple
+    states: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    """Restore what ``rng_states`` saved (or the tuples that checkpoints of earlier versions hold)."""
+    python, numpy_state = states["python"], states["numpy"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss"])
+    random.setstate(python)
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -527,7 +618,6 @@ class Trainer:
     """Everything one training run needs; ``run()`` executes it. Build it through ``train()``."""
 
     def __init__(self, config: Config, run_dir: Path, ctx: distributed.Context, resume: bool, log: Callable):
-        from vidseg.data.labels import get_label_set
         from vidseg.models import build_model
 
         self.config = config
@@ -544,9 +634,10 @@ class Trainer:
         if payload is not None:
             self.log(f"resuming {self.run_dir} at step {payload['step']}")
 
-        self.label_set = get_label_set(config.data.label_set)
-        self.num_classes = self.label_set.num_classes
         train_set, self.val_set = build_datasets(config, with_val=self._evaluates())
+        self.label_set = train_set.label_set
+        self.num_classes = self.label_set.num_classes
+        self.log(train_set.index.describe())
         self.train_set = SeededSamples(train_set, self.seed)
         self.batches_per_epoch = len(
             epoch_batches(len(train_set), 0, self.seed, config.data.batch_size, ctx.rank, ctx.world_size)
@@ -574,6 +665,11 @@ class Trainer:
         )
         if train_cfg.amp == "fp16" and ctx.device.type != "cuda":
             raise VidsegError("train.amp: fp16 needs a CUDA device; on CPU use 'bf16' or 'off'")
+        if train_cfg.amp == "bf16" and ctx.device.type == "cpu" and not cpu_has_fast_bf16():
+            self.log(
+                "warning: train.amp=bf16 on a CPU without native bf16 convolutions (AVX512-BF16 or AMX): training "
+                "runs several times slower than float32 here; --set train.amp=off is faster"
+            )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train_cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if train_cfg.amp == "fp16" else None
 
@@ -594,8 +690,7 @@ class Trainer:
 
         if ctx.is_main:
             make_folder(self.run_dir)
-            for stale in self.run_dir.glob(".*.tmp.*"):
-                stale.unlink(missing_ok=True)  # left by a process killed while writing
+            remove_dead_temporaries(self.run_dir)  # left by a process killed while writing
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(config))
         self.metrics_log = MetricsLog(
             self.run_dir, enabled=ctx.is_main, tensorboard=train_cfg.tensorboard, log=self.log
@@ -661,6 +756,8 @@ class Trainer:
                 self.config.loss.class_weight_samples,
                 self.config.data.num_workers,
                 self.ctx,
+                class_names=self.label_set.class_names,
+                warn=self.log,
             )
             self.log("class weights: " + " ".join(f"{w:.2f}" for w in weights.tolist()))
         return weights.to(self.ctx.device)
@@ -676,11 +773,17 @@ class Trainer:
             raise VidsegError(
                 f"resume: the run was seeded with {data_order['seed']} but the config says train.seed={self.seed}"
             )
+        refuse_resume_changes(payload.get("config") or {}, config_to_dict(self.config), self.run_dir)
         self.model.load_state_dict(payload["model"])
+        # The hyperparameters of this config, not the stored ones, must drive the rest of the run.
+        settings = [{key: group[key] for key in OPTIMIZER_SETTINGS} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
         except ValueError as error:
             raise VidsegError(f"resume: the optimizer state does not fit this config ({error})") from error
+        for group, setting in zip(self.optimizer.param_groups, settings):
+            group.update(setting)
+            group["initial_lr"] = setting["lr"]
         self.schedule.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
@@ -965,6 +1068,8 @@ class Trainer:
             "model_name": self.config.model.name,
             "num_classes": self.num_classes,
             "label_set": self.label_set.name,
+            "label_set_spec": self.label_set.spec(),
+            "working_size": list(self.config.data.size),
             "model": self.model.state_dict(),
             "normalization": _normalization(),
             "config": config_to_dict(self.config),
@@ -1030,10 +1135,33 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, log: Callab
     if config.train.deterministic:
         torch.use_deterministic_algorithms(True)
     try:
-        return Trainer(config, Path(run_dir), ctx, resume, log).run()
+        with contextlib.ExitStack() as held:
+            _lock_run_dir(Path(run_dir), config, ctx, resume, held)
+            return Trainer(config, Path(run_dir), ctx, resume, log).run()
     finally:
         torch.use_deterministic_algorithms(deterministic_before)
         distributed.shutdown()
+
+
+def _lock_run_dir(
+    run_dir: Path, config: Config, ctx: distributed.Context, resume: bool, held: contextlib.ExitStack
+) -> None:
+    """On the main process: check that the run's files spare its inputs and hold the run directory's lock
+    (one writer per run: a second ``train --out`` or ``--resume`` on it fails naming this process); every
+    process gets the main process's VidsegError."""
+    error = None
+    if ctx.is_main:
+        try:
+            outputs = [(f"run directory file {name}", run_dir / name) for name in RUN_FILES]
+            inputs = [("data.root", config.data.root), ("train.init_from", config.train.init_from)]
+            check_outputs_spare_inputs(outputs, inputs)
+            if not resume or run_dir.is_dir():  # resume explains a missing run directory itself
+                held.enter_context(exclusive_lock(run_dir, "training"))
+        except VidsegError as failure:
+            error = str(failure)
+    error = distributed.broadcast_object(error)
+    if error is not None:
+        raise VidsegError(error)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", help="results JSON (default: <checkpoint>-<split>-<protocol>.json beside it)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing --out JSON or its .md sibling that `vidseg evaluate` did not write "
+        "(its own results are always replaced)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
         "--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast (fp16: CUDA only)"
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         args.gt_position if args.gt_position is not None else eval_config.get("gt_position", "last")
     )
     size = _parse_size(args.size, "--size") if args.size else _config_size(data_config.get("size"))
+    if size is not None:
+        from vidseg.config import check_frame_size
+
+        check_frame_size(size, "--size" if args.size else f"data.size of checkpoint {checkpoint_path}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     out = (
@@ -98,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out
         else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}.json")
     )
+    _check_outputs(out, args, [("--checkpoint", checkpoint_path), ("the dataset root", root)])
     check_writable(out)  # fail now, not after the evaluation
 
     rank, world_size, device = _start_processes(args.device)
@@ -148,6 +158,46 @@ def run(args: argparse.Namespace) -> int:
     if args.save_predictions:
         print(f"wrote {len(evaluated)} labelId PNGs to {args.save_predictions}")
     return 0
+
+
+def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:
+    """Refuse outputs that are inputs, and existing files that this command did not write (unless --overwrite);
+    remove what a killed earlier run left beside them."""
+    from vidseg.errors import VidsegError
+    from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries, remove_dead_temporaries_of
+
+    markdown = out.with_suffix(".md")
+    if markdown == out:
+        raise VidsegError(f"--out {out}: the results are JSON and the table goes beside them as .md; pass FILE.json")
+    outputs = [("--out", out), ("its Markdown table", markdown), ("--save-predictions", args.save_predictions)]
+    check_outputs_spare_inputs(outputs, inputs)
+    for path, ours in [(out, _is_results_json), (markdown, _is_results_markdown)]:
+        if path.is_dir():
+            raise VidsegError(f"output {path} is a folder; pass --out FILE.json")
+        if path.exists() and not args.overwrite and not ours(path):
+            raise VidsegError(
+                f"{path} exists and was not written by `vidseg evaluate` (the results go to --out {out} and the "
+                f"table to {markdown}); choose another --out, or pass --overwrite to replace it"
+            )
+        remove_dead_temporaries_of(path)
+    if args.save_predictions:
+        remove_dead_temporaries(args.save_predictions)
+
+
+def _is_results_json(path: Path) -> bool:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and isinstance(results.get("run"), dict) and "headline" in results
+
+
+def _is_results_markdown(path: Path) -> bool:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return False
+    return any(line.startswith("| protocol | windows | mIoU |") for line in lines)
 
 
 def _check_label_set(checkpoint: dict, path: Path) -> None:

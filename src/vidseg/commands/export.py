@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
     from vidseg.data.video import check_output_file
     from vidseg.export import export_onnx, max_difference_to_model, read_metadata
+    from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries_of
 
+    check_outputs_spare_inputs([("--out", args.out)], [("--checkpoint", args.checkpoint)])
+    remove_dead_temporaries_of(args.out)  # left by a killed earlier run
     out = check_output_file(args.out, args.overwrite)
     if args.precision != "int8" and (args.calibrate is not None or args.size is not None):
         from vidseg.errors import VidsegError

@@ -19,6 +19,13 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
     if height < 1 or width < 1:
         raise argparse.ArgumentTypeError(f"height and width must be positive, got {text!r}")
+    from vidseg.config import check_frame_size
+    from vidseg.errors import VidsegError
+
+    try:
+        check_frame_size((height, width), "--size")
+    except VidsegError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return height, width
 
 
@@ -63,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
         from vidseg.errors import VidsegError
 
         raise VidsegError("nothing to write: give an output video (--out) and/or a masks folder (--masks)")
+    from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries_of
+
+    inputs = [("the input", path) for path in _input_paths(args.input)] + [("--checkpoint", args.checkpoint)]
+    check_outputs_spare_inputs([("--out", args.out), ("--masks", args.masks)], inputs)
+    for output in (args.out, args.masks):
+        if output is not None:
+            remove_dead_temporaries_of(output)  # left by a killed earlier run
     # Refuse existing outputs before the (slower) model load.
     if args.out is not None:
         check_output_file(args.out, args.overwrite)
@@ -97,3 +111,15 @@ def run(args: argparse.Namespace) -> int:
         f"({summary.frames_per_second:.1f} frames/s) -> {written}"
     )
     return 0
+
+
+def _input_paths(inputs: list[str]) -> list[str]:
+    """The files and folders that INPUT names: each argument, or the files its glob pattern matches."""
+    import glob
+    import os
+
+    paths = []
+    for text in inputs:
+        matches = [] if os.path.lexists(text) else sorted(glob.glob(text))
+        paths += matches or [text]
+    return paths

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+MAX_SEQUENCES = 1_000_000
+
 HELP = "write SynthCity, a procedural street-video dataset (Cityscapes layout, every frame labelled)"
 
 
@@ -36,6 +38,13 @@ def run(args: argparse.Namespace) -> int:
         raise VidsegError("--sequences and --frames must be at least 1, --val-sequences at least 0")
     if min(size) < 8:
         raise VidsegError(f"--size {args.size} is too small; use at least 8x8 (the demo uses 64x128)")
+    from vidseg.config import check_frame_size
+
+    # A sequence is rendered in memory, all its frames at once.
+    check_frame_size(size, "--size", frames=args.frames)
+    total = args.sequences + (args.val_sequences or 0)
+    if total > MAX_SEQUENCES:
+        raise VidsegError(f"--sequences/--val-sequences ask for {total:,} sequences; the limit is {MAX_SEQUENCES:,}")
     start = time.perf_counter()
     meta = generate(
         args.out,

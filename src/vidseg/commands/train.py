@@ -26,12 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in RUN_DIR from its newest loadable checkpoint (CONFIG defaults to the run's own)",
     )
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config name>)")
+    parser.add_argument(
+        "--layout", help="dataset layout of data.root: cityscapes, camvid, vspw or folders (same as --set data.layout=)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from vidseg.config import config_to_dict, load_config
     from vidseg.errors import VidsegError
-    from vidseg.train import resume_config, train
+    from vidseg.fileio import check_outputs_spare_inputs
+    from vidseg.train import RUN_FILES, resume_config, train
+
+    if args.layout:
+        args.overrides = [*args.overrides, f"data.layout={args.layout}"]
 
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
@@ -40,13 +47,16 @@ def run(args: argparse.Namespace) -> int:
         stored = resume_config(run_dir)
         config = load_config(args.config, args.overrides) if args.config else resume_config(run_dir, args.overrides)
         changed = _changed_keys(config_to_dict(stored), config_to_dict(config))
-        if changed:
+        if changed:  # applied from here on, or refused by train() with the reason
             print("resuming with changed settings: " + ", ".join(changed))
     else:
         if not args.config:
             raise VidsegError("give a CONFIG file to train, or --resume RUN_DIR to continue a run")
         config = load_config(args.config, args.overrides)
         run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        # A resumed run rewrites its own config.yaml with the resolved config; a new run must not replace CONFIG.
+        outputs = [(f"run directory file {name}", run_dir / name) for name in RUN_FILES]
+        check_outputs_spare_inputs(outputs, [("CONFIG", args.config)])
     result = train(config, run_dir, resume=bool(args.resume))
     return EXIT_PREEMPTED if result.stopped_by == "sigterm" else 0
 

@@ -1,18 +1,20 @@
 """A frame cache: only the frames that training/evaluation windows can touch, resized once, as raw ``.npy``.
 
 Decoding a 1024x2048 PNG costs tens of milliseconds; a window of 5 frames from the cache is a memory-mapped
-read of a few megabytes. Layout of a cache folder::
+read of a few megabytes. Works for every layout (it reads the ``VideoIndex``). Layout of a cache folder::
 
-    manifest.json                          format, size, source root, and per split the cached entries
-    prepare.json                           source and size of the files (lets an interrupted run resume)
-    synthcity.json                         copied from a SynthCity root (corruption codes per frame)
-    {split}/{city}/{key}.frames.npy        uint8 [K, H, W, 3]: the entry's frames, resized bilinearly
-    {split}/{city}/{key}.labels.npy        uint8 [L, H, W]: raw labelIds of its labelled frames, nearest
+    manifest.json                       format, size, source root, layout, and per split its video index and
+                                        the cached entries
+    prepare.json                        source and size of the files (lets an interrupted run resume)
+    {split}/{key}.frames.npy            uint8 [K, H, W, 3]: the entry's frames, resized bilinearly
+    {split}/{key}.labels.npy            uint8 [L, H, W]: raw label codes of its labelled frames, nearest
 
-An entry is one annotated frame's snippet (key ``city_seq_frame``) or, for SynthCity, a whole sequence (key
-``city_seq``). Labels stay labelIds so one cache serves every label set. Images are resized with the same
-function as ``ClipTransform``, so a sample read from the cache equals one decoded from PNGs and resized.
-Files are written atomically and the manifest last; running ``prepare_cache`` again skips finished files.
+An entry is one sequence of the index (key: the sequence name; a Cityscapes snippet is one sequence). Its
+frames are those that windows of up to ``num_frames`` frames at strides up to ``max_stride`` can reach from a
+labelled frame (all of them with ``num_frames=None``). Labels stay raw codes (labelIds, CamVid values, ...) so
+one cache serves every label set of its layout. Images are resized with the same function as
+``ClipTransform``, so a sample read from the cache equals one decoded from the files and resized. Files are
+written atomically and the manifest last; running ``prepare_cache`` again skips finished files.
 """
 
 from __future__ import annotations
@@ -28,26 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg.data.cityscapes import (
-    LABEL_FOLDER,
-    PLAIN_FOLDER,
-    SEQUENCE_FOLDER,
-    SNIPPET_AFTER,
-    SNIPPET_BEFORE,
-    SYNTHCITY_META,
-    _list_dirs,
-    _read_synthcity_meta,
-    _Sequence,
-    corruption_codes,
-    feasible_positions,
-    find_label_files,
-    frame_name,
-    image_path,
-    label_path,
-    read_image,
-    read_label_ids,
-    window_misfit,
-)
+from vidseg.data import index as video_index
+from vidseg.data.clips import window_misfit, window_options
+from vidseg.data.files import read_image
+from vidseg.data.index import Frame, LabelDecoder, VideoIndex, build_index, get_layout
+from vidseg.data.labels import LabelSet, label_set_from_spec
 from vidseg.data.transforms import resize_frames, resize_labels
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, atomic_write_text, make_folder
@@ -55,42 +42,50 @@ from vidseg.fileio import atomic_path, atomic_write_text, make_folder
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = "vidseg-frame-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MANIFEST = "manifest.json"
 PREPARING = "prepare.json"
+# The snippet around an annotated Cityscapes frame, for ``snippet_offsets``.
+SNIPPET_BEFORE = 19
+SNIPPET_AFTER = 10
 
 
 def snippet_offsets(num_frames: int | None, max_stride: int = 1) -> list[int]:
-    """Offsets from the annotated frame that windows of ``num_frames`` at strides 1..max_stride can touch,
-    with the annotated frame anywhere in the window (None: the whole snippet, -19..+10)."""
+    """Offsets from the annotated frame that windows of ``num_frames`` at strides 1..max_stride can touch in a
+    Cityscapes snippet (-19..+10), with the annotated frame anywhere in the window (None: the whole snippet)."""
+    return _reachable(SNIPPET_BEFORE, SNIPPET_BEFORE + SNIPPET_AFTER + 1, num_frames, max_stride, strict=True)
+
+
+def _reachable(position: int, length: int, num_frames: int | None, max_stride: int, strict: bool) -> list[int]:
+    """Offsets from ``position`` (in a sequence of ``length``) that windows can reach; [] if none fits (or
+    ValueError with ``strict``)."""
+    before, after = position, length - 1 - position
     if num_frames is None:
-        return list(range(-SNIPPET_BEFORE, SNIPPET_AFTER + 1))
+        return list(range(-before, after + 1))
     offsets: set[int] = set()
-    for stride in range(1, max_stride + 1):
-        for position in feasible_positions(num_frames, stride, SNIPPET_BEFORE, SNIPPET_AFTER):
-            offsets.update((i - position) * stride for i in range(num_frames))
-    if not offsets:
-        raise ValueError(window_misfit(num_frames, None, 1, SNIPPET_BEFORE, SNIPPET_AFTER))
+    for stride, positions in window_options(num_frames, None, range(1, max_stride + 1), before, after):
+        for anchor in positions:
+            offsets.update((i - anchor) * stride for i in range(num_frames))
+    if not offsets and strict:
+        raise ValueError(window_misfit(num_frames, None, 1, before, after))
     return sorted(offsets)
 
 
 @dataclass(frozen=True)
 class _Task:
-    root: Path
     out: Path
-    folder: str
     split: str
-    city: str
-    seq: int
     key: str
-    frames: tuple[int, ...]
-    labelled: tuple[int, ...]
+    frames: tuple[Path, ...]
+    """Image paths of the frames to cache."""
+    labels: tuple[Path, ...]
+    decoder: LabelDecoder
     size: tuple[int, int]
     reuse: bool
 
 
-def _entry_paths(out: Path, split: str, city: str, key: str) -> tuple[Path, Path]:
-    folder = out / split / city
+def _entry_paths(out: Path, split: str, key: str) -> tuple[Path, Path]:
+    folder = out / split
     return folder / f"{key}.frames.npy", folder / f"{key}.labels.npy"
 
 
@@ -101,48 +96,40 @@ def _is_complete(path: Path, shape: tuple[int, ...]) -> bool:
         return False
 
 
-def _write_entry(task: _Task) -> dict:
-    """Resize and store one entry's frames and labels; returns its manifest record."""
-    present = [
-        f for f in task.frames if image_path(task.root, task.folder, task.split, task.city, task.seq, f).is_file()
-    ]
-    missing = [f for f in task.frames if f not in set(present)]
+def _write_entry(task: _Task) -> None:
+    """Resize and store one entry's frames and labels."""
     height, width = task.size
-    frames_file, labels_file = _entry_paths(task.out, task.split, task.city, task.key)
-    record = {"key": task.key, "city": task.city, "seq": task.seq, "frames": present, "missing": missing,
-              "labelled": list(task.labelled)}
-    if task.reuse and _is_complete(frames_file, (len(present), height, width, 3)) and _is_complete(
-        labels_file, (len(task.labelled), height, width)
+    frames_file, labels_file = _entry_paths(task.out, task.split, task.key)
+    if task.reuse and _is_complete(frames_file, (len(task.frames), height, width, 3)) and _is_complete(
+        labels_file, (len(task.labels), height, width)
     ):
-        return record
+        return
     source_shape = None
-    frames = np.empty((len(present), height, width, 3), dtype=np.uint8)
-    for row, frame in enumerate(present):
-        path = image_path(task.root, task.folder, task.split, task.city, task.seq, frame)
+    first_path = None
+    frames = np.empty((len(task.frames), height, width, 3), dtype=np.uint8)
+    for row, path in enumerate(task.frames):
         image = read_image(path)
         if source_shape is None:
             source_shape, first_path = image.shape, path
         elif image.shape != source_shape:
             raise VidsegError(
                 f"{path} is {image.shape[1]}x{image.shape[0]} but {first_path} is {source_shape[1]}x"
-                f"{source_shape[0]}: frames of a snippet must share one size"
+                f"{source_shape[0]}: frames of a sequence must share one size"
             )
         resized = resize_frames(torch.from_numpy(image).permute(2, 0, 1)[None], task.size)
         frames[row] = resized[0].permute(1, 2, 0).numpy()
-    labels = np.empty((len(task.labelled), height, width), dtype=np.uint8)
-    for row, frame in enumerate(task.labelled):
-        path = label_path(task.root, task.split, task.city, task.seq, frame)
-        ids = read_label_ids(path)
-        if source_shape is not None and ids.shape != source_shape[:2]:
+    labels = np.empty((len(task.labels), height, width), dtype=np.uint8)
+    for row, path in enumerate(task.labels):
+        codes = task.decoder(path)
+        if source_shape is not None and codes.shape != source_shape[:2]:
             raise VidsegError(
-                f"label {path} is {ids.shape[1]}x{ids.shape[0]} but the images of its snippet are "
+                f"label {path} is {codes.shape[1]}x{codes.shape[0]} but the images of its sequence are "
                 f"{source_shape[1]}x{source_shape[0]}: image and label must have the same size"
             )
-        labels[row] = resize_labels(torch.from_numpy(ids), task.size).numpy()
+        labels[row] = resize_labels(torch.from_numpy(codes), task.size).numpy()
     for path, array in ((frames_file, frames), (labels_file, labels)):
         with atomic_path(path) as tmp:
             np.save(tmp, array)
-    return record
 
 
 def _init_worker() -> None:
@@ -159,22 +146,24 @@ def prepare_cache(
     max_stride: int = 1,
     workers: int = 1,
     progress: bool = False,
+    layout: str | None = None,
 ) -> dict:
-    """Write a frame cache of ``root`` into ``out`` and return its manifest.
+    """Write a frame cache of ``root`` (any layout) into ``out`` and return its manifest.
 
     Args:
-        root: dataset root in the Cityscapes layout (or a SynthCity root).
+        root: dataset root.
         out: cache folder (created; an existing cache of the same source and size is updated).
         size: (height, width) of the cached frames, the working resolution of training/evaluation.
         splits: splits to cache; default: ``train`` and ``val``, those that exist.
-        num_frames: longest window the cache must serve; None caches whole snippets (30 frames). SynthCity
-            sequences are always cached whole.
+        num_frames: longest window the cache must serve; None caches whole sequences (Cityscapes: the
+            30-frame snippets).
         max_stride: largest frame stride the cache must serve (every stride 1..max_stride is covered).
-        workers: processes decoding PNGs in parallel.
+        workers: processes decoding images in parallel.
         progress: show a progress bar.
+        layout: the root's layout; None detects it.
 
     Missing snippet frames are recorded in the manifest, not fatal: a dataset reading the cache raises for them
-    (or skips their samples with ``skip_missing=True``), exactly as it would reading the PNGs.
+    (or skips their samples with ``skip_missing=True``), exactly as it would reading the files.
     """
     root = Path(root).resolve()
     out = Path(out)
@@ -183,94 +172,91 @@ def prepare_cache(
         raise ValueError(f"size must be positive (height, width), got {size}")
     if max_stride < 1:
         raise ValueError(f"max_stride must be >= 1, got {max_stride}")
-    if not (root / LABEL_FOLDER).is_dir():
-        found = ", ".join(_list_dirs(root)) or "nothing"
-        problem = f"has no {LABEL_FOLDER}/ folder (found: {found})" if root.is_dir() else "does not exist"
-        raise VidsegError(f"dataset root {root} {problem}; pass the Cityscapes (or SynthCity) root as --root")
-    dense = (root / SYNTHCITY_META).is_file()
-    meta = _read_synthcity_meta(root / SYNTHCITY_META) if dense else None
+    chosen = get_layout(layout, root)
     if splits is None:
-        splits = [s for s in ("train", "val") if (root / LABEL_FOLDER / s).is_dir()]
+        available = chosen.splits(root)
+        splits = [s for s in ("train", "val") if s in available]
         if not splits:
-            found = ", ".join(_list_dirs(root / LABEL_FOLDER)) or "none"
-            raise VidsegError(f"{root / LABEL_FOLDER} has no train or val split (splits present: {found})")
-    offsets = None if dense else snippet_offsets(num_frames, max_stride)
+            raise VidsegError(
+                f"{root} ({chosen.name} layout) has no train or val split (splits present: "
+                f"{', '.join(available) or 'none'}); name the splits to cache"
+            )
+    indexes = {split: build_index(root, split, layout=chosen.name) for split in splits}
     # Files of an earlier (possibly interrupted) run are reused only when it cached the same source at the same
     # size; the marker is written before any file.
-    identity = {"source": str(root), "size": list(size), "dense": dense}
+    identity = {"source": str(root), "size": list(size), "layout": chosen.name}
     make_folder(out)
     reuse = _read_json(out / PREPARING) == identity
     atomic_write_text(out / PREPARING, json.dumps(identity))
 
     tasks: list[_Task] = []
-    folders: dict[str, str] = {}
-    for split in splits:
-        labelled = find_label_files(root, split)
-        folders[split] = _image_folder(root, split, dense or num_frames == 1)
-        for (city, seq), frames in labelled.items():
-            if dense:
-                span = tuple(range(frames[0], frames[-1] + 1))
-                tasks.append(_Task(root, out, folders[split], split, city, seq, f"{city}_{seq:06d}", span,
-                                   tuple(frames), size, reuse))
-                continue
-            assert offsets is not None, "snippet datasets (not dense) always have offsets"
-            for frame in frames:
-                span = tuple(frame + offset for offset in offsets)
-                tasks.append(_Task(root, out, folders[split], split, city, seq, frame_name(city, seq, frame),
-                                   span, (frame,), size, reuse))
-
-    records = _run(tasks, workers, progress)
-    manifest = _load_manifest_for_update(out, root, size, dense)
-    for split in splits:
-        entries = [r for task, r in zip(tasks, records) if task.split == split]
-        manifest["splits"][split] = {
-            "image_folder": folders[split],
+    split_records = {}
+    for split, index in indexes.items():
+        entries = []
+        listings: dict[Path, set[str]] = {}
+        for sequence in index.sequences:
+            length = len(sequence.frames)
+            reach: set[int] = set()
+            for position in sequence.labelled:
+                offsets = _reachable(position, length, num_frames, max_stride, strict=index.snippets)
+                reach.update(position + offset for offset in offsets)
+            positions = sorted(reach)
+            present: list[int] = []
+            missing: list[int] = []
+            for position in positions:
+                frame = sequence.frames[position]
+                folder = frame.image.parent
+                if folder not in listings:
+                    listings[folder] = set(os.listdir(folder)) if folder.is_dir() else set()
+                (present if frame.image.name in listings[folder] else missing).append(position)
+            labelled = [position for position in present if sequence.frames[position].label is not None]
+            entries.append({"key": sequence.name, "frames": present, "missing": missing, "labelled": labelled})
+            tasks.append(
+                _Task(
+                    out, split, sequence.name, tuple(sequence.frames[position].image for position in present),
+                    tuple(_label_path(sequence.frames[position]) for position in labelled), index.decoder, size, reuse,
+                )
+            )
+        split_records[split] = {
             "num_frames": num_frames,
             "max_stride": max_stride,
-            "offsets": offsets,
+            "index": index_to_dict(index),
             "entries": entries,
         }
-        missing = sum(len(r["missing"]) for r in entries)
-        if missing:
+        missing_count = sum(len(e["missing"]) for e in entries)
+        if missing_count:
             logger.warning(
                 "%s split %r: %d snippet frames are missing (first in %s); datasets reading this cache raise "
                 "for them unless skip_missing=True",
-                root, split, missing, next(r["key"] for r in entries if r["missing"]),
+                root, split, missing_count, next(e["key"] for e in entries if e["missing"]),
             )
-    if meta is not None:
-        atomic_write_text(out / SYNTHCITY_META, json.dumps(meta))
+    _run(tasks, workers, progress)
+    manifest = _load_manifest_for_update(out, root, size, chosen.name)
+    manifest["splits"].update(split_records)
     atomic_write_text(out / MANIFEST, json.dumps(manifest))
     return manifest
 
 
-def _image_folder(root: Path, split: str, plain_is_enough: bool) -> str:
-    if (root / SEQUENCE_FOLDER / split).is_dir():
-        return SEQUENCE_FOLDER
-    if plain_is_enough and (root / PLAIN_FOLDER / split).is_dir():
-        return PLAIN_FOLDER
-    raise VidsegError(
-        f"no image sequences for split {split!r}: {root / SEQUENCE_FOLDER / split} does not exist"
-        + ("" if plain_is_enough else f" (with only {PLAIN_FOLDER}/, prepare with --num-frames 1)")
-    )
+def _label_path(frame: Frame) -> Path:
+    assert frame.label is not None, "only labelled frames are listed"
+    return frame.label
 
 
-def _run(tasks: list[_Task], workers: int, progress: bool) -> list[dict]:
+def _run(tasks: list[_Task], workers: int, progress: bool) -> None:
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), unit="snippet", desc="caching")
-    records: Iterable[dict]
+        bar = tqdm(total=len(tasks), unit="sequence", desc="caching")
+    done: Iterable[None]
     if workers <= 1:
-        records = map(_write_entry, tasks)
+        done = map(_write_entry, tasks)
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-        records = pool.map(_write_entry, tasks, chunksize=4)
-    results = []
+        done = pool.map(_write_entry, tasks, chunksize=4)
     try:
-        for record in records:
-            results.append(record)
+        for _ in done:
             if bar is not None:
                 bar.update()
     finally:
@@ -278,7 +264,6 @@ def _run(tasks: list[_Task], workers: int, progress: bool) -> list[dict]:
             pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
-    return results
 
 
 def _read_json(path: Path) -> dict | None:
@@ -288,10 +273,10 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _load_manifest_for_update(out: Path, root: Path, size: tuple[int, int], dense: bool) -> dict:
+def _load_manifest_for_update(out: Path, root: Path, size: tuple[int, int], layout: str) -> dict:
     """The existing manifest when it describes the same source and size (its other splits are kept)."""
     fresh = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "source": str(root), "size": list(size),
-             "dense": dense, "splits": {}}
+             "layout": layout, "splits": {}}
     old = _read_json(out / MANIFEST)
     if not isinstance(old, dict):
         return fresh
@@ -301,8 +286,67 @@ def _load_manifest_for_update(out: Path, root: Path, size: tuple[int, int], dens
     return fresh
 
 
+# ----------------------------------------------------------------------------------- index <-> plain data
+
+
+def index_to_dict(index: VideoIndex) -> dict:
+    """The index as JSON-able data (paths relative to its root)."""
+
+    def path(p: Path | None) -> str | None:
+        if p is None:
+            return None
+        try:
+            return str(p.relative_to(index.root))
+        except ValueError:
+            return str(p)
+
+    return {
+        "layout": index.layout,
+        "label_set": index.label_set.spec(),
+        "snippets": index.snippets,
+        "single_frames": index.single_frames,
+        "sequences": [
+            {
+                "name": s.name,
+                "stride": s.stride,
+                "fps": s.fps,
+                "frames": [[f.name, f.number, path(f.image), path(f.label), dict(f.facts)] for f in s.frames],
+            }
+            for s in index.sequences
+        ],
+    }
+
+
+def index_from_dict(data: dict, root: Path, split: str, label_set: LabelSet | None = None) -> VideoIndex:
+    """The VideoIndex that ``index_to_dict`` described (in its own label set unless one is given)."""
+    sequences = tuple(
+        video_index.Sequence(
+            record["name"],
+            tuple(
+                Frame(name, int(number), root / image, None if label is None else root / label, facts)
+                for name, number, image, label, facts in record["frames"]
+            ),
+            int(record["stride"]),
+            record["fps"],
+        )
+        for record in data["sequences"]
+    )
+    return VideoIndex(
+        data["layout"],
+        root,
+        split,
+        label_set or label_set_from_spec(data["label_set"]),
+        sequences,
+        snippets=bool(data["snippets"]),
+        single_frames=data["single_frames"],
+    )
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
 class FrameCache:
-    """Reads a cache written by ``prepare_cache``; ``CityscapesSequences(..., cache=path)`` uses it."""
+    """Reads a cache written by ``prepare_cache``; ``open_dataset(..., cache=path)`` uses it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -324,9 +368,9 @@ class FrameCache:
         self.manifest = manifest
         self.size = tuple(manifest["size"])
         self.source = Path(manifest["source"])
-        self.dense = bool(manifest["dense"])
-        self.synthcity_meta = _read_synthcity_meta(self.path / SYNTHCITY_META) if self.dense else None
-        self._rows: dict[tuple[str, str], tuple[dict[int, int], dict[int, int], str]] = {}
+        self.layout = str(manifest["layout"])
+        # (split, sequence name) -> (position -> frame row, position -> label row, missing positions)
+        self._rows: dict[tuple[str, str], tuple[dict[int, int], dict[int, int], set[int]]] = {}
 
     def check(self, root: Path, split: str, size: tuple[int, int] | None) -> None:
         """VidsegError unless the cache was made from ``root`` and holds ``split`` at ``size`` (None: any)."""
@@ -351,46 +395,58 @@ class FrameCache:
     def split_info(self, split: str) -> dict:
         return self.manifest["splits"][split]
 
-    def sequences(self, split: str) -> tuple[list[_Sequence], dict[str, set[int]], dict[str, set[int]]]:
-        """The split's sequences (snippets or whole sequences), and per cache key the frames it holds and the
-        frames that were missing from the source."""
-        sequences, available, missing = [], {}, {}
+    def index(self, split: str, label_set: str | LabelSet | None = None) -> VideoIndex:
+        """The video index of ``split`` as it was prepared; labels in ``label_set`` (None: the index's own;
+        another name is resolved by the layout, from the source root)."""
+        data = self.split_info(split)["index"]
+        chosen = None
+        if isinstance(label_set, LabelSet):
+            chosen = label_set
+        elif label_set is not None and label_set != data["label_set"]["name"]:
+            chosen = get_layout(self.layout, self.source).label_set(self.source, label_set)
+        index = index_from_dict(data, self.source, split, chosen)
         for entry in self.split_info(split)["entries"]:
-            key, labelled = entry["key"], entry["labelled"]
-            if self.dense:
-                first, last = labelled[0], labelled[-1]
-                corruption = corruption_codes(self.synthcity_meta, split, entry["city"], entry["seq"], last)
-            else:
-                first, last = labelled[0] - SNIPPET_BEFORE, labelled[0] + SNIPPET_AFTER
-                corruption = None
-            sequences.append(
-                _Sequence(entry["city"], entry["seq"], first, last, frozenset(labelled), corruption, cache_key=key)
+            self._rows[(split, entry["key"])] = (
+                {p: row for row, p in enumerate(entry["frames"])},
+                {p: row for row, p in enumerate(entry["labelled"])},
+                set(entry["missing"]),
             )
-            available[key] = set(entry["frames"])
-            missing[key] = set(entry["missing"])
-            self._rows[(split, key)] = (
-                {f: row for row, f in enumerate(entry["frames"])},
-                {f: row for row, f in enumerate(labelled)},
-                entry["city"],
-            )
-        return sequences, available, missing
+        return index
+
+    def status(self, split: str, sequence: str, position: int) -> str:
+        """``"cached"``, ``"missing"`` (the source had no such file) or ``"absent"`` (not prepared)."""
+        frame_rows, _, missing = self._rows[(split, sequence)]
+        if position in frame_rows:
+            return "cached"
+        return "missing" if position in missing else "absent"
+
+    def coverage_error(self, split: str, frame: str, anchor: str, num_frames: int, strides: Sequence[int],
+                       gt_position: str | int) -> str:
+        info = self.split_info(split)
+        return (
+            f"cache {self.path} (prepared for split {split!r} with num_frames={info['num_frames']}, "
+            f"max_stride={info['max_stride']}) does not hold frame {frame} (near annotated frame {anchor}), which "
+            f"{num_frames}-frame windows at frame_stride {strides[0]}..{strides[-1]} with gt_position "
+            f"{gt_position!r} can use; prepare it again with `vidseg prepare --num-frames {num_frames} "
+            f"--max-stride {strides[-1]}`"
+        )
 
     def read(
-        self, split: str, key: str, frame_numbers: Sequence[int], labelled: Sequence[bool]
+        self, split: str, sequence: str, positions: Sequence[int], labelled: Sequence[bool]
     ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """uint8 frames ``[T, H, W, 3]`` and ``{window position: labelIds [H, W]}`` of the labelled ones."""
-        frame_rows, label_rows, city = self._rows[(split, key)]
-        frames_file, labels_file = _entry_paths(self.path, split, city, key)
+        """uint8 frames ``[T, H, W, 3]`` and ``{window position: raw codes [H, W]}`` of the labelled ones."""
+        frame_rows, label_rows, _ = self._rows[(split, sequence)]
+        frames_file, labels_file = _entry_paths(self.path, split, sequence)
         try:
             frames = np.load(frames_file, mmap_mode="r")
             labels = np.load(labels_file, mmap_mode="r") if any(labelled) else None
-            images = frames[[frame_rows[f] for f in frame_numbers]]
-            label_ids: dict[int, np.ndarray] = {}
+            images = frames[[frame_rows[p] for p in positions]]
+            codes: dict[int, np.ndarray] = {}
             if labels is not None:
-                label_ids = {t: np.array(labels[label_rows[f]]) for t, f in enumerate(frame_numbers) if labelled[t]}
+                codes = {t: np.array(labels[label_rows[p]]) for t, p in enumerate(positions) if labelled[t]}
         except (OSError, ValueError) as error:
             raise VidsegError(
-                f"cannot read cache entry {key} in {self.path / split} ({error}); run `vidseg prepare` again"
+                f"cannot read cache entry {sequence} in {self.path / split} ({error}); run `vidseg prepare` again"
             ) from None
-        return images, label_ids
+        return images, codes
 

@@ -38,14 +38,21 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, NoReturn, TypedDict
 
 import numpy as np
 from PIL import Image
 
 from vidseg.data.labels import LABEL_BY_NAME
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_write_text, check_writable, explained_write_errors, make_folder
+from vidseg.fileio import (
+    atomic_write_text,
+    check_writable,
+    explained_write_errors,
+    make_folder,
+    remove_dead_temporaries_of,
+    temporary_prefix,
+)
 
 FORMAT = "synthcity"
 VERSION = 1
@@ -526,6 +533,69 @@ def _write_sequence(job: tuple) -> tuple[str, str, list[int]]:
     return split, f"{city}_{seq:06d}", codes.tolist()
 
 
+# Bounds of what a synthcity.json may claim; a file beyond them is damaged, not a dataset.
+MAX_META_SEQUENCES = 1_000_000
+MAX_META_FRAMES = 100_000
+
+
+def validate_metadata(meta: Any, path: str | os.PathLike) -> dict:
+    """Check the types, ranges and lengths of a ``synthcity.json`` that a dataset reader will rely on and
+    return it; VidsegError naming the file and the key otherwise."""
+    advice = "regenerate the dataset with `vidseg synth`"
+
+    def fail(key: str, expected: str, found: Any) -> NoReturn:
+        shown = repr(found) if len(repr(found)) <= 60 else repr(found)[:57] + "..."
+        raise VidsegError(f"{path}: {key}: expected {expected}, found {shown}; {advice}")
+
+    def count(value: Any, key: str, low: int, high: int) -> int:
+        if type(value) is not int or not low <= value <= high:
+            fail(key, f"an integer in {low}..{high:,}", value)
+        return value
+
+    if not isinstance(meta, dict):
+        fail("(top level)", "a JSON object", type(meta).__name__)
+    names = meta.get("corruptions", list(CORRUPTIONS))
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        fail("corruptions", "a non-empty list of names", names)
+    if "size" in meta:
+        size = meta["size"]
+        if not isinstance(size, list) or len(size) != 2:
+            fail("size", "[height, width]", size)
+        from vidseg.config import FRAME_PIXEL_LIMIT
+
+        height = count(size[0], "size[0]", 1, FRAME_PIXEL_LIMIT)
+        count(size[1], "size[1]", 1, FRAME_PIXEL_LIMIT // height)
+    frames = None
+    if "frames_per_sequence" in meta:
+        frames = count(meta["frames_per_sequence"], "frames_per_sequence", 1, MAX_META_FRAMES)
+    if "splits" in meta:
+        if not isinstance(meta["splits"], dict):
+            fail("splits", "an object of sequence counts", meta["splits"])
+        for split, number in meta["splits"].items():
+            count(number, f"splits.{split}", 0, MAX_META_SEQUENCES)
+    sequences = meta.get("sequences")
+    if not isinstance(sequences, dict):
+        fail("sequences", "an object {split: {sequence: {corruption: [codes]}}}", sequences)
+    for split, entries in sequences.items():
+        if not isinstance(entries, dict) or len(entries) > MAX_META_SEQUENCES:
+            fail(f"sequences.{split}", f"an object of at most {MAX_META_SEQUENCES:,} sequences", entries)
+        for name, entry in entries.items():
+            key = f"sequences.{split}.{name}"
+            if not isinstance(entry, dict):
+                fail(key, "an object {corruption: [codes]}", entry)
+            codes = entry.get("corruption")
+            if codes is None:
+                continue
+            if not isinstance(codes, list) or len(codes) > MAX_META_FRAMES:
+                fail(f"{key}.corruption", f"a list of at most {MAX_META_FRAMES:,} codes", codes)
+            if frames is not None and len(codes) != frames:
+                fail(f"{key}.corruption", f"{frames} codes (frames_per_sequence)", f"{len(codes)} codes")
+            for index, code in enumerate(codes):
+                if type(code) is not int or not 0 <= code < len(names):
+                    fail(f"{key}.corruption[{index}]", f"a code in 0..{len(names) - 1} (index into corruptions)", code)
+    return meta
+
+
 def generate(
     out: str | os.PathLike,
     sequences: int,
@@ -564,7 +634,8 @@ def generate(
         if not (out / "synthcity.json").is_file():
             raise VidsegError(f"{out} is not a SynthCity dataset (no synthcity.json); not replacing it")
     counts = {"train": sequences, "val": val_sequences}
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    remove_dead_temporaries_of(out)  # what a killed earlier run left
+    partial = out.parent / f"{temporary_prefix(out.name)}partial"
     shutil.rmtree(partial, ignore_errors=True)
     make_folder(partial, output=out)
     jobs = [
@@ -582,7 +653,7 @@ def generate(
         meta = _metadata(results, seed, (height, width), frames, counts)
         atomic_write_text(partial / "synthcity.json", json.dumps(meta, indent=1))
         if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            old = out.parent / f"{temporary_prefix(out.name)}old"
             out.rename(old)
             partial.rename(out)
             shutil.rmtree(old)

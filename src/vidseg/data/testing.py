@@ -1,7 +1,9 @@
-"""Tiny Cityscapes-layout trees for tests, with each frame's identity painted into its pixels.
+"""Tiny dataset trees of every layout for tests, with each frame's identity painted into its pixels.
 
-``make_cityscapes_tree(root)`` writes ``leftImg8bit_sequence`` snippets (30 frames around every annotated frame),
-``gtFine`` labelIds for the annotated frames, and decoy files that a loader must ignore. Every image is::
+``make_camvid_tree``, ``make_vspw_tree`` and ``make_folders_tree`` write the other layouts the same way (see
+their docstrings). ``make_cityscapes_tree(root)`` writes ``leftImg8bit_sequence`` snippets (30 frames around
+every annotated frame), ``gtFine`` labelIds for the annotated frames, and decoy files that a loader must
+ignore. Every image is::
 
     R, G = code // 256, code % 256      (constant over the image: which frame this is)
     B    = column gradient 0..255        (where a pixel came from: reveals crops and flips)
@@ -51,6 +53,8 @@ class TreeInfo:
         annotated: split -> sorted names of the annotated frames (one per sample).
         label_ids: (split, ``city_seq_frame``) of a labelled frame -> the labelIds array written for it.
         dense: every frame of a sequence has a label file.
+        sequences: split -> {sequence name: its frame names in order}, as the index should find them (the
+            layouts other than Cityscapes).
     """
 
     root: Path
@@ -59,6 +63,7 @@ class TreeInfo:
     annotated: dict[str, list[str]] = field(default_factory=dict)
     label_ids: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     dense: bool = False
+    sequences: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def identify(self, frame: torch.Tensor) -> str:
         """Name of the frame a normalised ``[3, H, W]`` frame was made from."""
@@ -179,3 +184,190 @@ def _write_decoys(folder: Path, name: str, ids: np.ndarray) -> None:
     _save_png((ids.astype(np.uint16) * 1000 + 7), folder / f"{name}_gtFine_instanceIds.png")
     _save_png(np.full_like(ids, 5), folder / f"{name}_gtFine_labelTrainIds.png")
     (folder / f"{name}_gtFine_polygons.json").write_text(json.dumps({"imgHeight": ids.shape[0], "objects": []}))
+
+
+# ------------------------------------------------------------------------------------------ other layouts
+
+# CamVid videos as (sequence, name format, frame numbers) per split: the real name formats (six digits, five
+# digits, ``f`` + five), 1 Hz runs with a gap in 0016E5 train, and a 15 Hz val run, as in the SegNet split.
+CAMVID_VIDEOS: dict[str, list[tuple[str, str, list[int]]]] = {
+    "train": [
+        ("0001TP", "{:06d}", [6690, 6720, 6750]),
+        ("0006R0", "f{:05d}", [930, 960, 990, 1020]),
+        ("0016E5", "{:05d}", [390, 420, 450, 4350, 4380, 4410, 4440]),
+    ],
+    "val": [("0016E5", "{:05d}", [7959, 7961, 7963, 7965, 7967])],
+    "test": [("0001TP", "{:06d}", [8550, 8580]), ("Seq05VD", "f{:05d}", [0, 30, 60])],
+}
+
+
+def _runs(numbers: list[int]) -> list[list[int]]:
+    """``numbers`` split where the spacing (the most common gap) changes."""
+    gaps = [b - a for a, b in zip(numbers, numbers[1:])]
+    step = max(set(gaps), key=gaps.count) if gaps else 1
+    runs = [[numbers[0]]]
+    for number in numbers[1:]:
+        if number - runs[-1][-1] == step:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return runs
+
+
+def _code_bands(index: int, size: tuple[int, int], values: Sequence[int]) -> np.ndarray:
+    """``[H, W]`` vertical bands of ``values`` (shifted by ``index``; halves differ), uint8."""
+    height, width = size
+    band = np.arange(width) * NUM_BANDS // width
+    table = np.array(values)
+    codes = np.empty(size, dtype=np.uint8)
+    codes[: height // 2] = table[(band + index) % len(table)]
+    codes[height // 2 :] = table[(band + index + 3) % len(table)]
+    return codes
+
+
+def make_camvid_tree(
+    root: str | os.PathLike,
+    size: tuple[int, int] = (24, 32),
+    splits: Sequence[str] = ("train", "val", "test"),
+    original: bool = False,
+    decoys: bool = True,
+) -> TreeInfo:
+    """Write a small CamVid root (``CAMVID_VIDEOS``) and describe it.
+
+    SegNet layout (``original=False``): ``{split}/`` frames and ``{split}annot/`` labels of values 0..11 (11 =
+    void). Original release (``original=True``): ``701_StillsRaw_full/`` frames of every split,
+    ``LabeledApproved_full/*_L.png`` RGB-coded labels of the 32 codes and ``label_colors.txt``.
+    ``label_ids`` holds the codes written (SegNet values, or indices into ``label_colors.txt``). Decoys: a text
+    file, a hidden file and an image whose name is not ``SEQ_FRAME`` beside the frames and labels.
+    """
+    from vidseg.data.labels import CAMVID32_CODES
+
+    root = Path(root)
+    tree = TreeInfo(root=root, size=(size[0], size[1]), dense=True)
+    code = 0
+    colours = np.array([colour for _, colour in CAMVID32_CODES], dtype=np.uint8)
+    values = list(range(len(CAMVID32_CODES))) if original else list(range(12))
+    for split in splits:
+        names = []
+        tree.sequences[split] = {}
+        for seq, pattern, numbers in CAMVID_VIDEOS[split]:
+            runs = _runs(numbers)
+            for number_in_run, run in enumerate(runs):
+                run_name = seq if len(runs) == 1 else f"{seq}-run{number_in_run + 1}"
+                tree.sequences[split][run_name] = [f"{seq}_{pattern.format(n)}" for n in run]
+            for number in numbers:
+                name = f"{seq}_{pattern.format(number)}"
+                code += 1
+                tree.codes[code] = name
+                codes = _code_bands(len(tree.label_ids), size, values)
+                tree.label_ids[(split, name)] = codes
+                names.append(name)
+                if original:
+                    _save_png(identity_image(code, size), root / "701_StillsRaw_full" / f"{name}.png")
+                    _save_png(colours[codes], root / "LabeledApproved_full" / f"{name}_L.png")
+                else:
+                    _save_png(identity_image(code, size), root / split / f"{name}.png")
+                    _save_png(codes, root / f"{split}annot" / f"{name}.png")
+        tree.annotated[split] = sorted(names)
+    folders = ("701_StillsRaw_full", "LabeledApproved_full") if original else (
+        *splits, *(f"{split}annot" for split in splits))
+    if decoys:
+        for folder in folders:
+            (root / folder / "README.txt").write_text("not a frame")
+            (root / folder / ".hidden.png").write_bytes(b"not an image")
+            _save_png(np.zeros((*size, 3), dtype=np.uint8), root / folder / "preview.png")
+    if original:
+        lines = [f"{r} {g} {b}\t{name}" for name, (r, g, b) in CAMVID32_CODES]
+        (root / "label_colors.txt").write_text("\n".join(lines) + "\n")
+    return tree
+
+
+def make_vspw_tree(
+    root: str | os.PathLike,
+    size: tuple[int, int] = (24, 32),
+    videos: dict[str, dict[str, int]] | None = None,
+) -> TreeInfo:
+    """Write a small VSPW root and describe it.
+
+    ``videos``: split -> {video: frame count}; default two train videos, one val, one test (no masks). Frames
+    ``data/{video}/origin/{n:08d}.jpg`` hold PNG data (exact pixels; Pillow reads by content), masks
+    ``mask/{n:08d}.png`` values 0..124 and 255. ``label_ids`` holds the masks written.
+    """
+    root = Path(root)
+    videos = videos or {"train": {"1001_abc": 4, "1002_def": 3}, "val": {"2001_ghi": 5}, "test": {"3001_jkl": 2}}
+    tree = TreeInfo(root=root, size=(size[0], size[1]), dense=True)
+    code = 0
+    for split, counts in videos.items():
+        names = []
+        tree.sequences[split] = {}
+        for video, count in counts.items():
+            tree.sequences[split][video] = [f"{n:08d}" for n in range(count)]
+            for number in range(count):
+                name = f"{number:08d}"
+                code += 1
+                tree.codes[code] = f"{video}/{name}"
+                _save_png_as(identity_image(code, size), root / "data" / video / "origin" / f"{name}.jpg")
+                if split != "test":
+                    mask = _code_bands(len(tree.label_ids), size, [0, 1, 2, 50, 124, 255, 7, 3])
+                    tree.label_ids[(split, f"{video}/{name}")] = mask
+                    _save_png(mask, root / "data" / video / "mask" / f"{name}.png")
+                    names.append(f"{video}/{name}")
+        tree.annotated[split] = names
+        (root / f"{split}.txt").write_text("\n".join(counts) + "\n")
+    return tree
+
+
+def _save_png_as(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+
+
+FOLDER_CLASSES = (("road", (128, 64, 128)), ("car", (0, 0, 142)), ("tree", (107, 142, 35)))
+
+
+def make_folders_tree(
+    root: str | os.PathLike,
+    size: tuple[int, int] = (24, 32),
+    ignore: int = 9,
+) -> TreeInfo:
+    """Write a small root of the folders layout and describe it.
+
+    ``classes.yaml`` declares ``FOLDER_CLASSES`` with ignore value ``ignore``. train: ``street`` (frames
+    ``frame_0001..0006``, labels for 1, 3, 4 and 6 as one-channel indices including the ignore value) and
+    ``yard`` (frames 10, 11, 12, 20, 21: a gap; RGB-coded labels for all). val: ``lane`` (3 frames, labels
+    for each). ``label_ids`` holds the class indices each label encodes (ignore included).
+    """
+    root = Path(root)
+    tree = TreeInfo(root=root, size=(size[0], size[1]), dense=False)
+    colours = np.array([c for _, c in FOLDER_CLASSES], dtype=np.uint8)
+    videos: dict[str, dict[str, tuple[list[int], set[int] | None, bool]]] = {
+        "train": {"street": ([1, 2, 3, 4, 5, 6], {1, 3, 4, 6}, False), "yard": ([10, 11, 12, 20, 21], None, True)},
+        "val": {"lane": ([7, 8, 9], None, False)},
+    }
+    code = 0
+    for split, entries in videos.items():
+        tree.sequences[split] = {}
+        names = []
+        for video, (numbers, labelled, rgb) in entries.items():
+            for number_in_run, run in enumerate(_runs(numbers)):
+                run_name = video if len(_runs(numbers)) == 1 else f"{video}-run{number_in_run + 1}"
+                tree.sequences[split][run_name] = [f"frame_{n:04d}" for n in run]
+            for number in numbers:
+                name = f"frame_{number:04d}"
+                code += 1
+                tree.codes[code] = f"{video}/{name}"
+                _save_png(identity_image(code, size), root / split / video / "frames" / f"{name}.png")
+                if labelled is not None and number not in labelled:
+                    continue
+                indices = _code_bands(len(tree.label_ids), size, [0, 1, 2, ignore] if not rgb else [0, 1, 2])
+                tree.label_ids[(split, f"{video}/{name}")] = indices
+                names.append(f"{video}/{name}")
+                label = colours[indices] if rgb else indices
+                _save_png(label, root / split / video / "labels" / f"{name}.png")
+        tree.annotated[split] = names
+    lines = ["name: tiny", "classes:"]
+    lines += [f"  - {{name: {name}, color: [{r}, {g}, {b}]}}" for name, (r, g, b) in FOLDER_CLASSES]
+    lines += [f"ignore: {ignore}", "fps: 10"]
+    (root / "classes.yaml").write_text("\n".join(lines) + "\n")
+    (root / "train" / "notes.txt").write_text("a stray file")
+    return tree

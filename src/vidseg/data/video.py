@@ -6,6 +6,11 @@ depend on the length of the video. Video files are decoded with PyAV, which ship
 container and codec FFmpeg knows works (mp4, mov, avi, mkv, webm, ...). Image folders and globs are read in
 natural order (``frame2`` before ``frame10``).
 
+Video metadata survives a pass through vidseg: frames of a rotated video (a phone's display matrix) are read
+upright, as players show them, and a writer given that rotation stores them in the input's orientation with the
+same display matrix; each frame's timestamp (``FrameSource.timed_frames``) can be handed to the writer, so a
+variable frame rate video keeps its timing instead of being re-timed to a constant rate.
+
 Writers never leave half a file behind: a video is encoded into a temporary file next to its target and renamed
 at the end; a folder of images is filled as a temporary sibling folder and renamed at the end. On an exception
 the temporary output is deleted and an existing target is left untouched.
@@ -27,7 +32,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vidseg.errors import VidsegError
-from vidseg.fileio import atomic_path, check_writable, explained_write_errors, make_folder, output_error
+from vidseg.fileio import (
+    atomic_path,
+    check_writable,
+    explained_write_errors,
+    make_folder,
+    output_error,
+    temporary_prefix,
+)
 
 if TYPE_CHECKING:
     from av.container import OutputContainer
@@ -92,16 +104,27 @@ class FrameSource:
 
     Attributes:
         name: how messages refer to the source (a path or a pattern).
-        frame_rate: frames per second, as an exact fraction (30000/1001 for NTSC video).
+        frame_rate: frames per second, as an exact fraction (30000/1001 for NTSC video); the average rate of a
+            variable frame rate video.
         num_frames: the number of frames, or None where the container does not say.
+        time_base: the unit of the timestamps that ``timed_frames`` yields, in seconds.
+        rotation: counter-clockwise quarter turns, in degrees (0, 90, 180 or -90), by which the stored picture
+            is turned for display; frames are yielded already turned, and ``VideoWriter(rotation=...)`` keeps it.
     """
 
     name: str
     frame_rate: Fraction
     num_frames: int | None
+    time_base: Fraction
+    rotation: int = 0
+
+    def timed_frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Yield ``(frame, pts)``: each frame upright, with its presentation time in units of ``time_base``."""
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        for frame, _ in self.timed_frames():
+            yield frame
 
     def frame_name(self, index: int) -> str:
         """A file stem for outputs of frame ``index`` (the image's own stem for image sequences)."""
@@ -124,6 +147,7 @@ class ImageSequence(FrameSource):
         self.files = files
         self.name = name
         self.frame_rate = frame_rate or DEFAULT_FRAME_RATE
+        self.time_base = 1 / self.frame_rate
         self.num_frames = len(files)
         stems = [p.stem for p in files]
         # frame.png and frame.jpg (or a glob over several folders) would otherwise share an output name.
@@ -169,13 +193,13 @@ class ImageSequence(FrameSource):
         stem = self.files[index].stem
         return stem if self._unique_stems else f"{index:06d}_{stem}"
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def timed_frames(self) -> Iterator[tuple[np.ndarray, int]]:
         from PIL import Image, UnidentifiedImageError
 
         from vidseg.data.cityscapes import rgb_array
 
         first_shape = None
-        for path in self.files:
+        for index, path in enumerate(self.files):
             try:
                 with Image.open(path) as image:
                     frame = rgb_array(image)
@@ -184,11 +208,16 @@ class ImageSequence(FrameSource):
                     f"frame {path} cannot be read ({error}); replace or delete the file and run again"
                 ) from error
             first_shape = self.check_size(frame, first_shape, f"frame {path}")
-            yield frame
+            yield frame, index
 
 
 class VideoFile(FrameSource):
-    """A video decoded with PyAV, one frame at a time (the first video stream of the file)."""
+    """A video decoded with PyAV, one frame at a time (the first video stream of the file).
+
+    Frames are turned upright by the stream's display matrix (quarter turns; a mirroring in the matrix is not
+    applied), and come with their own timestamps in the stream's time base, unless ``frame_rate`` overrides the
+    video's rate: then frame ``i`` is timed at ``i / frame_rate``.
+    """
 
     def __init__(self, path: Path, frame_rate: Fraction | None = None):
         import av
@@ -202,29 +231,45 @@ class VideoFile(FrameSource):
                 stream = container.streams.video[0]
                 native_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
                 self.expected_frames = _announced_frames(container, stream, native_rate)
+                self.expected_seconds = _announced_seconds(container, stream)
+                stream_time_base = stream.time_base
+                angle = _display_rotation(container, stream)
         except av.error.FFmpegError as error:
             raise VidsegError(
                 f"video {path} cannot be opened ({_ffmpeg_message(error)}): the file is not a video, is truncated "
                 "(recording or download interrupted) or uses a codec FFmpeg does not know; re-encode or "
                 "re-download it, or pass a folder of frames"
             ) from error
-        self.frame_rate = frame_rate or (Fraction(native_rate) if native_rate else DEFAULT_FRAME_RATE)
+        self.rotation = _quarter_turn(angle, path)
+        self.native_rate = Fraction(native_rate) if native_rate else DEFAULT_FRAME_RATE
+        self.frame_rate = frame_rate or self.native_rate
+        self._own_timing = frame_rate is None and stream_time_base is not None
+        self.time_base = Fraction(stream_time_base) if self._own_timing else 1 / self.frame_rate
         self.num_frames = self.expected_frames
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def timed_frames(self) -> Iterator[tuple[np.ndarray, int]]:
         import av
 
         decoded = 0
         first_shape = None
+        last_end = None  # seconds
+        previous_pts = None
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for av_frame in container.decode(stream):
                     frame = av_frame.to_ndarray(format="rgb24")
+                    if self.rotation:
+                        frame = np.ascontiguousarray(np.rot90(frame, self.rotation // 90))
                     first_shape = self.check_size(frame, first_shape, f"frame {decoded} of {self.path}")
+                    pts = av_frame.pts if self._own_timing else decoded
+                    if pts is None:  # a container without timestamps: the frame follows the previous one
+                        pts = 0 if previous_pts is None else previous_pts + _ticks(1 / self.frame_rate, self.time_base)
+                    previous_pts = pts
+                    last_end = float(pts * self.time_base + 1 / self.native_rate)
                     decoded += 1
-                    yield frame
+                    yield frame, pts
         except av.error.FFmpegError as error:
             raise VidsegError(
                 f"video {self.path} cannot be decoded after frame {decoded} ({_ffmpeg_message(error)}): the file "
@@ -234,11 +279,19 @@ class VideoFile(FrameSource):
         if decoded == 0:
             raise VidsegError(f"video {self.path} contains no decodable frames; re-encode or re-download it")
         expected = self.expected_frames
-        if expected and expected - decoded > max(1, TRUNCATION_TOLERANCE * expected):
+        if expected and expected - decoded > max(1, TRUNCATION_TOLERANCE * expected) and self._ends_early(last_end):
             raise VidsegError(
                 f"video {self.path} ended after {decoded} frames but its header announces {expected}: the file is "
                 "truncated; re-download it, or re-encode what is readable (ffmpeg -i in.mp4 out.mp4) and use that"
             )
+
+    def _ends_early(self, last_end: float | None) -> bool:
+        # Fewer frames than announced is not a loss where the frames still reach the announced end: a variable
+        # frame rate video's count is estimated from its average rate, and an AVI counts its dropped frames.
+        if self.expected_seconds is None or last_end is None or not self._own_timing:
+            return True
+        margin = max(float(1 / self.native_rate), TRUNCATION_TOLERANCE * self.expected_seconds)
+        return self.expected_seconds - last_end > margin
 
 
 def _announced_frames(container, stream, rate) -> int | None:
@@ -247,6 +300,41 @@ def _announced_frames(container, stream, rate) -> int | None:
     if container.duration and rate:
         return round(container.duration / 1_000_000 * rate)  # container.duration is in microseconds
     return None
+
+
+def _display_rotation(container, stream) -> float:
+    # PyAV shows the display matrix (stream side data) only on decoded frames, where the decoder attaches it.
+    import av
+
+    try:
+        first = next(container.decode(stream), None)
+    except av.error.FFmpegError:
+        return 0  # a damaged start: reading the frames says so, naming the frame
+    return getattr(first, "rotation", 0) or 0
+
+
+def _announced_seconds(container, stream) -> float | None:
+    """When the last frame ends, by the header, in seconds on the stream's clock."""
+    if stream.duration and stream.time_base:
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    if container.duration:  # microseconds
+        return ((container.start_time or 0) + container.duration) / 1_000_000
+    return None
+
+
+def _quarter_turn(angle: float, path: Path) -> int:
+    turns = round(angle / 90)
+    if abs(angle - 90 * turns) > 1:
+        raise VidsegError(
+            f"video {path} is displayed turned by {angle:g} degrees; vidseg turns videos by quarter turns only: "
+            "re-encode it upright (ffmpeg -i in.mp4 out.mp4 applies the rotation)"
+        )
+    return (0, 90, 180, -90)[turns % 4]
+
+
+def _ticks(seconds: Fraction, time_base: Fraction) -> int:
+    """``seconds`` in units of ``time_base``, at least one."""
+    return max(1, round(seconds / time_base))
 
 
 def _ffmpeg_message(error: Exception) -> str:
@@ -283,26 +371,49 @@ class VideoWriter:
 
     The container follows the file's extension (``VIDEO_CONTAINERS``): mp4, mov and mkv hold H.264 (yuv420p,
     or yuv444p where the width or height is odd, which 4:2:0 cannot represent), avi holds MPEG-4 Part 2.
-    Frame ``i`` is shown at ``i / frame_rate``, so the rate and the frame count are preserved exactly.
+    Without timestamps, frame ``i`` is shown at ``i / frame_rate``, so the rate and the frame count are preserved
+    exactly. With them (``write(frame, pts)`` in units of ``time_base``), each frame is shown at its own time, so a
+    variable frame rate video keeps its timing; AVI holds a constant rate only, so there each frame takes the
+    nearest free slot of ``frame_rate`` (gaps become dropped frames).
     The file appears at ``path`` only when the ``with`` block ends without an exception.
 
     Args:
         path: the video to write; its folder is created if missing.
-        frame_rate: frames per second.
+        frame_rate: frames per second (the average rate where timestamps are given).
         overwrite: replace an existing file (otherwise VidsegError).
         quality: H.264 constant rate factor (lower is better and larger; 18 is visually lossless).
+        time_base: the unit of the timestamps given to ``write``, in seconds (default ``1 / frame_rate``).
+        rotation: counter-clockwise quarter turn (degrees) of the source's display matrix. Frames are given
+            upright; mp4, mov and mkv store them turned back with that display matrix, so the file has the source's
+            orientation and players show it upright; avi, which has no display matrix, stores them upright.
     """
 
-    def __init__(self, path: str | os.PathLike, frame_rate: Fraction | int, overwrite: bool = False, quality: int = 20):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        frame_rate: Fraction | int,
+        overwrite: bool = False,
+        quality: int = 20,
+        *,
+        time_base: Fraction | None = None,
+        rotation: int = 0,
+    ):
         self.path = check_output_file(path, overwrite)
         self.container_format = VIDEO_CONTAINERS.get(self.path.suffix.lower())
         if self.container_format is None:
             raise VidsegError(
                 f"output {self.path} has an unsupported extension; use one of {', '.join(VIDEO_CONTAINERS)}"
             )
+        if rotation % 90:
+            raise ValueError(f"rotation must be a quarter turn, got {rotation}")
         self.frame_rate = Fraction(frame_rate)
         self.quality = quality
         self.num_frames = 0
+        self.input_time_base = Fraction(time_base) if time_base is not None else 1 / self.frame_rate
+        # AVI stores one tick per frame slot; its encoder (MPEG-4 Part 2) refuses fine time bases anyway.
+        self.time_base = 1 / self.frame_rate if self.container_format == "avi" else self.input_time_base
+        self.rotation = rotation
+        self._last_pts: int | None = None
         self._container: OutputContainer | None = None
         self._stream: VideoStream | None = None
         self._atomic: AbstractContextManager[Path] | None = None
@@ -319,11 +430,25 @@ class VideoWriter:
             raise
         return self
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one ``[H, W, 3]`` uint8 RGB frame; every frame must have the size of the first."""
+    @property
+    def keeps_rotation(self) -> bool:
+        """Whether frames are stored in the source's orientation with its display matrix (else upright)."""
+        from av.video.stream import VideoStream
+
+        # Older PyAV cannot write a display matrix.
+        return self.container_format != "avi" and hasattr(VideoStream, "set_display_rotation")
+
+    def write(self, frame: np.ndarray, pts: int | None = None) -> None:
+        """Append one ``[H, W, 3]`` uint8 RGB frame, upright; every frame must have the size of the first.
+
+        ``pts`` is its presentation time in units of ``time_base``; without it (or where it does not come after
+        the previous frame's) the frame follows the previous one by ``1 / frame_rate``.
+        """
         import av
 
         assert self._container is not None, "VideoWriter writes inside a `with` block"
+        if self.rotation and self.keeps_rotation:
+            frame = np.rot90(frame, -(self.rotation // 90))
         if self._stream is None:
             self._stream = self._add_stream(frame.shape[0], frame.shape[1])
         elif (frame.shape[0], frame.shape[1]) != (self._stream.height, self._stream.width):
@@ -332,10 +457,20 @@ class VideoWriter:
                 f"{self._stream.width}x{self._stream.height}"
             )
         av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        av_frame.pts = self.num_frames
+        av_frame.pts = self._next_pts(pts)
+        av_frame.time_base = self.time_base
         for packet in self._stream.encode(av_frame):
             self._container.mux(packet)
         self.num_frames += 1
+
+    def _next_pts(self, pts: int | None) -> int:
+        step = _ticks(1 / self.frame_rate, self.time_base)
+        if pts is not None:
+            pts = round(pts * self.input_time_base / self.time_base)
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + step
+        self._last_pts = pts
+        return pts
 
     def _add_stream(self, height: int, width: int) -> VideoStream:
         assert self._container is not None, "VideoWriter writes inside a `with` block"
@@ -347,7 +482,10 @@ class VideoWriter:
             stream = self._container.add_stream("libx264", rate=self.frame_rate, options=options)
             stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
         stream.width, stream.height = width, height
-        stream.time_base = 1 / self.frame_rate
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        if self.rotation and self.keeps_rotation:
+            stream.set_display_rotation(self.rotation)
         return stream
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -414,7 +552,8 @@ class ImageFolderWriter:
     def __enter__(self) -> ImageFolderWriter:
         make_folder(self.folder.parent, output=self.folder)
         try:
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", suffix=".tmp", dir=self.folder.parent))
+            prefix = temporary_prefix(self.folder.name)
+            self._tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=self.folder.parent))
         except OSError as error:
             raise output_error(self.folder, error) from error
         self._tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; use the usual mode
