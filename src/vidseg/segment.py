@@ -53,7 +53,6 @@ class Segmenter:
         size: (height, width) to infer at; None infers at each frame's own size.
         optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
             folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
-            bf16 on a CPU whose oneDNN has no bf16 convolutions (no AVX512) always runs the plain model.
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU: int8 convolutions calibrated
             on ``calibration``, recurrent state kept in float32; see ``vidseg.models.quantized``); None takes
             it from ``amp``.
@@ -127,9 +126,6 @@ class Segmenter:
         self._shift = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) / std_tensor
 
         self.optimized = optimize and hasattr(models, "optimize_for_inference")
-        if precision == "bf16" and self.device.type == "cpu" and not _onednn_bf16_supported():
-            # oneDNN's bf16 convolutions need AVX512 (or AVX-NE-CONVERT); elsewhere autocast still runs bf16.
-            self.optimized = False
         self.reset()
         if precision == "int8":
             from vidseg.quantize import calibration_clips, quantize_for_streaming
@@ -238,11 +234,6 @@ class Segmenter:
                 "and convert them to uint8)"
             )
         return tensor.to(self.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0)
-
-
-def _onednn_bf16_supported() -> bool:
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None else True
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries_of
 
     inputs = [("the input", path) for path in _input_paths(args.input)] + [("--checkpoint", args.checkpoint)]
+    if args.calibrate is not None:
+        inputs.append(("--calibrate", args.calibrate))
     check_outputs_spare_inputs([("--out", args.out), ("--masks", args.masks)], inputs)
     for output in (args.out, args.masks):
         if output is not None:
