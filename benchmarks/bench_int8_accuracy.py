@@ -19,7 +19,7 @@ import torch
 from common import write_result
 
 from vidseg.checkpoint import load_checkpoint
-from vidseg.data.cityscapes import read_image, read_label_ids
+from vidseg.data.files import read_image, read_label_ids
 from vidseg.data.labels import get_label_set
 from vidseg.metrics import ConfusionMatrix
 from vidseg.segment import Segmenter

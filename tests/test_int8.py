@@ -11,7 +11,8 @@ from PIL import Image
 
 from vidseg.checkpoint import save_checkpoint
 from vidseg.cli import main
-from vidseg.data.cityscapes import CityscapesSequences, read_image
+from vidseg.data.cityscapes import CityscapesSequences
+from vidseg.data.files import read_image
 from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
@@ -127,8 +128,10 @@ def test_calibration_from_each_kind_of_source(trained, synthcity_root, tmp_path)
     first = sorted((synthcity_root / "leftImg8bit_sequence" / "val").glob("*/*.png"))[0]
     assert [len(c) for c in from_root] == [3] and np.array_equal(from_root[0][0], read_image(first))
     train_root = tmp_path / "train-only"
-    (train_root / "leftImg8bit_sequence").mkdir(parents=True)
-    (train_root / "leftImg8bit_sequence" / "train").symlink_to(synthcity_root / "leftImg8bit_sequence" / "train")
+    for folder in ("leftImg8bit_sequence", "gtFine"):
+        (train_root / folder).mkdir(parents=True)
+        (train_root / folder / "train").symlink_to(synthcity_root / folder / "train")
+    (train_root / "synthcity.json").symlink_to(synthcity_root / "synthcity.json")
     assert len(calibration_clips(train_root, clip_frames=2)) == 3  # 3 train sequences, spread over the split
 
     # Nothing given: the checkpoint's own validation frames.
@@ -152,7 +155,7 @@ def test_clear_errors(trained, synthcity_root, tmp_path, monkeypatch):
     with pytest.raises(VidsegError, match="no calibration data.*--calibrate"):
         Segmenter(bare, precision="int8")
     moved = {**bare, "config": {"data": {"root": str(tmp_path / "gone"), "val_split": "val"}}}
-    with pytest.raises(VidsegError, match="gone.*not on this machine"):
+    with pytest.raises(VidsegError, match="gone .*not on this machine"):
         Segmenter(moved, precision="int8")
     with pytest.raises(VidsegError, match="frame 1 .* is 32x16 .* started at 64x32"):
         Segmenter(path, precision="int8", calibration=[frames[0], frames[1][:16, :32]])

@@ -4,10 +4,10 @@ Calibration (``calibration_clips``) reads frames from any of:
 
 - an iterable of ``[H, W, 3]`` uint8 RGB frames (numpy arrays or tensors): one stream;
 - a video file or a folder of frames: one stream;
-- a dataset root in the Cityscapes layout (``leftImg8bit_sequence/{split}/{city}/*.png``, which SynthCity
-  writes too): a few sequences of the ``val`` split (else the first split), each streamed from its start;
-- nothing: the checkpoint's own validation data (its config's ``data.root`` and ``data.val_split``) where it
-  exists.
+- a dataset root in any layout ``vidseg.data.index`` knows (Cityscapes/SynthCity, CamVid, VSPW, folders): a
+  few sequences of its ``val`` split (else its first split), spread over the split, each streamed from its start;
+- nothing: the checkpoint's own validation data (its config's ``data.root``, ``data.layout`` and
+  ``data.val_split``) where it exists.
 
 Frames are streamed clip by clip with the recurrent state carried, so the ranges recorded for the temporal
 units are those of a running video. ``quantize_for_streaming`` turns a model into the int8 copy of
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ CALIBRATION_FRAMES = 48
 CLIP_FRAMES = 12
 
 Clip = list[np.ndarray]
-_SEQUENCE_FRAME = re.compile(r"^(?P<sequence>.+)_(?P<frame>\d+)_leftImg8bit$")
 
 
 def calibration_clips(
@@ -54,18 +52,18 @@ def calibration_clips(
     if max_frames < 1:
         raise ValueError(f"max_frames must be positive, got {max_frames}")
     if calibration is None:
-        root, split = _checkpoint_validation_data(checkpoint)
-        return _dataset_clips(root, [split], max_frames, clip_frames)
+        root, layout, split = _checkpoint_validation_data(checkpoint)
+        return _dataset_clips(root, layout, [split], max_frames, clip_frames)
     if isinstance(calibration, (str, os.PathLike)):
         path = Path(calibration)
         if not path.exists():
             raise VidsegError(
                 f"calibration source {path} does not exist; pass a video, a folder of frames or a dataset root"
             )
-        if path.is_dir() and (path / "leftImg8bit_sequence").is_dir():
-            splits = sorted(p.name for p in (path / "leftImg8bit_sequence").iterdir() if p.is_dir())
-            splits.sort(key=lambda name: name != "val")  # val first
-            return _dataset_clips(path, splits, max_frames, clip_frames)
+        layout = _dataset_layout(path)
+        if layout is not None:
+            splits = sorted(layout.splits(path), key=lambda name: name != "val")  # val first
+            return _dataset_clips(path, layout.name, splits, max_frames, clip_frames)
         from vidseg.data.video import open_frames
 
         source = open_frames(str(path))
@@ -112,53 +110,60 @@ def _check_frame(frame: Any, where: str, first_shape: tuple[int, ...] | None) ->
     return frame
 
 
-def _checkpoint_validation_data(checkpoint: dict[str, Any] | None) -> tuple[Path, str]:
+def _dataset_layout(path: Path):
+    """The dataset layout of folder ``path`` (``vidseg.data.index.Layout``), or None for any other path."""
+    from vidseg.data.index import layouts
+
+    if not path.is_dir():
+        return None
+    matches = [layout for layout in layouts().values() if layout.detect(path)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _checkpoint_validation_data(checkpoint: dict[str, Any] | None) -> tuple[Path, str | None, str]:
     data = ((checkpoint or {}).get("config") or {}).get("data") or {}
-    root, split = data.get("root"), data.get("val_split", "val")
+    root, layout, split = data.get("root"), data.get("layout"), data.get("val_split", "val")
     hint = (
         "int8 needs calibration frames: pass calibration= (frames, a video, a folder of frames or a dataset "
         "root) or --calibrate PATH"
     )
     if root is None:
         raise VidsegError(f"no calibration data: the checkpoint names no training data; {hint}")
-    folder = Path(root) / "leftImg8bit_sequence" / split
-    if not folder.is_dir():
+    if not Path(root).is_dir():
         raise VidsegError(
-            f"no calibration data: the checkpoint's validation frames ({folder}) are not on this machine; {hint}"
+            f"no calibration data: the checkpoint's dataset root {root} (validation split {split!r}) is not on "
+            f"this machine; {hint}"
         )
-    return Path(root), split
+    return Path(root), layout, split
 
 
-def _dataset_clips(root: Path, splits: list[str], max_frames: int, clip_frames: int) -> list[Clip]:
+def _dataset_clips(
+    root: Path, layout: str | None, splits: list[str], max_frames: int, clip_frames: int
+) -> list[Clip]:
     """Up to ``max_frames`` frames from sequences of the first split that has any, each sequence from its
     start, sequences spread evenly over the split."""
-    from vidseg.data.cityscapes import read_image
-    from vidseg.data.video import natural_sort_key
+    from vidseg.data.files import read_image
+    from vidseg.data.index import build_index
 
     for split in splits:
-        sequences: dict[str, list[Path]] = {}
-        for path in sorted((root / "leftImg8bit_sequence" / split).glob("*/*_leftImg8bit.png")):
-            match = _SEQUENCE_FRAME.match(path.stem)
-            key = f"{path.parent.name}/{match['sequence']}" if match else str(path.parent)
-            sequences.setdefault(key, []).append(path)
+        sequences = [s for s in build_index(root, split, layout).sequences if s.frames]
         if not sequences:
             continue
-        names = sorted(sequences, key=natural_sort_key)
         per_clip = min(clip_frames, max_frames)
-        count = min(len(names), math.ceil(max_frames / per_clip))
-        spread = (len(names) - 1) / max(1, count - 1)
-        chosen = [names[round(i * spread)] for i in range(count)]
+        count = min(len(sequences), math.ceil(max_frames / per_clip))
+        spread = (len(sequences) - 1) / max(1, count - 1)
+        chosen = dict.fromkeys(round(i * spread) for i in range(count))
         clips = []
-        for name in dict.fromkeys(chosen):
-            files = sorted(sequences[name], key=lambda p: natural_sort_key(p.name))[:per_clip]
+        for index in chosen:
             clip: Clip = []
-            for path in files:
-                clip.append(_check_frame(read_image(path), f"frame {path}", clip[0].shape if clip else None))
+            for frame in sequences[index].frames[:per_clip]:
+                image = read_image(frame.image)
+                clip.append(_check_frame(image, f"frame {frame.image}", clip[0].shape if clip else None))
             clips.append(clip)
         return clips
     raise VidsegError(
-        f"dataset root {root} has no frames under leftImg8bit_sequence/{{{','.join(splits)}}}/<city>/"
-        "*_leftImg8bit.png; pass the root of a dataset in the Cityscapes layout, a video or a folder of frames"
+        f"dataset root {root} has no frames in split(s) {', '.join(splits) or '(none)'}; pass a dataset root "
+        "with video frames, a video or a folder of frames"
     )
 
 
