@@ -123,8 +123,8 @@ def test_calibration_from_each_kind_of_source(trained, synthcity_root, tmp_path)
     from_video = calibration_clips(video)
     assert len(from_video[0]) == len(frames) and from_video[0][0].shape == frames[0].shape
 
-    # A dataset root: one clip per sequence, each from the sequence's first frame, the val split first.
-    from_root = calibration_clips(synthcity_root, clip_frames=3)
+    # A dataset root: clips from the sequences' first frames, the val split first (here one sequence).
+    from_root = calibration_clips(synthcity_root, max_frames=3)
     first = sorted((synthcity_root / "leftImg8bit_sequence" / "val").glob("*/*.png"))[0]
     assert [len(c) for c in from_root] == [3] and np.array_equal(from_root[0][0], read_image(first))
     train_root = tmp_path / "train-only"
@@ -132,12 +132,13 @@ def test_calibration_from_each_kind_of_source(trained, synthcity_root, tmp_path)
         (train_root / folder).mkdir(parents=True)
         (train_root / folder / "train").symlink_to(synthcity_root / folder / "train")
     (train_root / "synthcity.json").symlink_to(synthcity_root / "synthcity.json")
-    assert len(calibration_clips(train_root, clip_frames=2)) == 3  # 3 train sequences, spread over the split
+    spread = calibration_clips(train_root, max_frames=6, clip_frames=2)
+    assert [len(c) for c in spread] == [2, 2, 2]  # 3 train sequences, 2 frames from each
 
     # Nothing given: the checkpoint's own validation frames.
     from vidseg.checkpoint import load_checkpoint
 
-    own = calibration_clips(None, load_checkpoint(path), clip_frames=3)
+    own = calibration_clips(None, load_checkpoint(path), max_frames=3)
     assert all(np.array_equal(a, b) for a, b in zip(own[0], from_root[0]))
 
     # The calibration data is what sets the grids: black frames give another input grid than real ones.

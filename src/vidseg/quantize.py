@@ -141,7 +141,7 @@ def _dataset_clips(
     root: Path, layout: str | None, splits: list[str], max_frames: int, clip_frames: int
 ) -> list[Clip]:
     """Up to ``max_frames`` frames from sequences of the first split that has any, each sequence from its
-    start, sequences spread evenly over the split."""
+    start (``clip_frames`` frames, more when the split has few sequences), sequences spread over the split."""
     from vidseg.data.files import read_image
     from vidseg.data.index import build_index
 
@@ -149,7 +149,8 @@ def _dataset_clips(
         sequences = [s for s in build_index(root, split, layout).sequences if s.frames]
         if not sequences:
             continue
-        per_clip = min(clip_frames, max_frames)
+        # Few sequences: longer clips, so the calibration still sees about max_frames frames.
+        per_clip = min(max(clip_frames, math.ceil(max_frames / len(sequences))), max_frames)
         count = min(len(sequences), math.ceil(max_frames / per_clip))
         spread = (len(sequences) - 1) / max(1, count - 1)
         chosen = dict.fromkeys(round(i * spread) for i in range(count))
