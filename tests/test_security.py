@@ -415,7 +415,7 @@ def terminate_when(process: subprocess.Popen, condition, timeout: float = 120) -
 
 def test_sigterm_during_synth_removes_its_partial_dataset(tmp_path):
     out = tmp_path / "synth"
-    process = start("synth", "--out", str(out), "--sequences", "400", "--frames", "8", "--size", "32x64")
+    process = start("synth", "--out", str(out), "--sequences", "20000", "--frames", "8", "--size", "32x64")
     terminate_when(process, lambda: any(p.name.startswith(".synth.pid") for p in tmp_path.iterdir()))
     assert list(tmp_path.iterdir()) == []
 

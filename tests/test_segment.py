@@ -313,3 +313,25 @@ def test_failures_mid_stream_leave_no_output_behind(checkpoint, tmp_path, capsys
     empty.mkdir()
     assert main(["segment", str(empty), *args]) == 2
     assert f"folder {empty} contains no frames" in capsys.readouterr().err
+
+
+def test_segmenter_infers_at_the_checkpoints_training_scale_by_default(checkpoint, tmp_path):
+    """A checkpoint that records its working size is run at that scale: a frame of twice the training size is
+    shrunk to it, a frame of another aspect ratio is fitted inside it, ``size="input"`` keeps the frame's size."""
+    payload = torch.load(checkpoint[0], weights_only=True)
+    path = tmp_path / "scaled.pt"
+    save_checkpoint(path, {**{k: v for k, v in payload.items() if k != "format"}, "working_size": [16, 24]})
+    frames = smooth_frames(3, height=32, width=48)
+
+    default = np.stack(list(Segmenter(path).stream(frames)))
+    exact = np.stack(list(Segmenter(path, size=(16, 24)).stream(frames)))
+    native = np.stack(list(Segmenter(path, size="input").stream(frames)))
+    assert default.shape == native.shape == (3, 32, 48)
+    np.testing.assert_array_equal(default, exact)
+    assert (default != native).any()  # the scale really changed what the model saw
+
+    wide = smooth_frames(2, height=32, width=96)  # twice as wide: fitted to 8 x 24, not squeezed to 16 x 24
+    fitted = np.stack(list(Segmenter(path).stream(wide)))
+    np.testing.assert_array_equal(fitted, np.stack(list(Segmenter(path, size=(8, 24)).stream(wide))))
+    with pytest.raises(VidsegError, match="'checkpoint', 'input'"):
+        Segmenter(path, size="train")

@@ -70,7 +70,7 @@ def test_corrupted_frames_keep_the_clean_scene_as_label(monkeypatch):
 def test_each_corruption_destroys_most_of_the_single_frame_signal(kind):
     images, _, _ = render_sequence(sequence_seed(5, "train", 2), 1, (64, 128))
     clean = images[0].astype(np.float32)
-    corrupted = np.clip(synthcity._corrupt(np.random.default_rng(0), clean, kind, 0), 0, 255)
+    corrupted = np.clip(synthcity.corrupt_image(np.random.default_rng(0), clean, kind, 0), 0, 255)
     if kind == "dark":
         assert corrupted.max() <= 3
     elif kind == "overexposed":

@@ -29,6 +29,22 @@ class ModelConfig:
     """One of ``vidseg.models.MODEL_NAMES``; the class count comes from ``data.label_set``."""
 
 
+CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
+
+
+@dataclass
+class CorruptConfig:
+    """The "-C" variant of a dataset (``vidseg.data.corrupt``): corrupted frames in training and validation."""
+
+    rate: float = 0.0
+    """Share of frames corrupted, each independently (0 = off)."""
+    kinds: list[CorruptionKind] = field(
+        default_factory=lambda: ["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
+    )
+    seed: int = 0
+    """Fixes which validation frames are corrupted and how (training draws change every epoch)."""
+
+
 @dataclass
 class DataConfig:
     root: str = "data/cityscapes"
@@ -54,6 +70,7 @@ class DataConfig:
     cache: str | None = None
     """A frame cache written by ``vidseg prepare``; None reads the PNG tree."""
     skip_missing: bool = False
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)
 
 
 @dataclass
@@ -121,6 +138,14 @@ class EvalConfig:
     protocol: Literal["standard", "report"] = "standard"
     tc: bool = False
     """Also compute flow-based temporal consistency (slow)."""
+    mode: Literal["auto", "stream", "windows"] = "auto"
+    """``stream``: every labelled frame once, each sequence from its start; ``windows``: one window per annotated
+    frame (sparse Cityscapes); ``auto``: windows when no sequence has more than one labelled frame."""
+    score_at: Literal["labels", "working"] = "labels"
+    """``labels``: at the label files' resolution (logits upsampled), as the benchmarks score; ``working``: at
+    ``data.size`` (labels resized, nearest)."""
+    per_position: Literal["auto", "context", "labelled", "off"] = "off"
+    """mIoU by frames of context during training evaluations (``vidseg evaluate`` has its own option)."""
 
 
 @dataclass
@@ -332,6 +357,11 @@ def validate(config: Config, source: str) -> None:
         )
     if evaluation.max_samples is not None and evaluation.max_samples < 1:
         fail("eval.max_samples", f"expected a positive count or null, found {evaluation.max_samples}")
+    corrupt = data.corrupt
+    if not (math.isfinite(corrupt.rate) and 0 <= corrupt.rate <= 1):
+        fail("data.corrupt.rate", f"expected a share of frames in [0, 1], found {corrupt.rate}")
+    if not corrupt.kinds or len(set(corrupt.kinds)) != len(corrupt.kinds):
+        fail("data.corrupt.kinds", f"expected distinct corruption kinds, at least one, found {corrupt.kinds}")
 
 
 # ------------------------------------------------------------------------------------------- checking

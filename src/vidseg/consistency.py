@@ -198,6 +198,18 @@ class VideoConsistency:
             scores = video_consistency_runs(labels, preds, run_length, self.ignore_index)
             self.sums[row] += torch.tensor([sum(scores), len(scores)], dtype=torch.float64)
 
+    def update_last_runs(self, labels: torch.Tensor, preds: torch.Tensor) -> None:
+        """Add the runs that end at the last of these consecutive labelled frames (``[T, H, W]`` each).
+
+        Called once per frame of a streamed sequence with its latest frames, this scores every run of the
+        sequence exactly once.
+        """
+        for row, run_length in enumerate(self.run_lengths):
+            if labels.shape[0] < run_length:
+                continue
+            scores = video_consistency_runs(labels[-run_length:], preds[-run_length:], run_length, self.ignore_index)
+            self.sums[row] += torch.tensor([sum(scores), len(scores)], dtype=torch.float64)
+
     def all_reduce(self) -> None:
         self.sums = all_reduce_sum(self.sums)
 

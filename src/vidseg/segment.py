@@ -50,7 +50,10 @@ class Segmenter:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels); the
             older spelling of ``precision`` (``amp="off"`` is ``precision="fp32"``).
-        size: (height, width) to infer at; None infers at each frame's own size.
+        size: the working resolution: ``"checkpoint"`` (default) infers at the scale the model was trained at: each
+            frame is resized, its aspect ratio kept, to fit the checkpoint's recorded working size (a frame of the
+            training frames' shape gets exactly that size; checkpoints without one infer at the frame's size);
+            ``"input"`` or None infers at each frame's own size; (height, width) infers at exactly that size.
         optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
             folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU: int8 convolutions calibrated
@@ -66,14 +69,18 @@ class Segmenter:
         checkpoint: str | os.PathLike | dict[str, Any],
         device: str | torch.device = "cpu",
         amp: str = "off",
-        size: tuple[int, int] | None = None,
+        size: tuple[int, int] | str | None = "checkpoint",
         optimize: bool = True,
         precision: str | None = None,
         calibration: Any = None,
     ):
         from vidseg import models
-        from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
-        from vidseg.data.labels import get_label_set
+        from vidseg.checkpoint import (
+            checkpoint_label_set,
+            checkpoint_working_size,
+            load_checkpoint,
+            model_from_checkpoint,
+        )
 
         self.device = _resolve_device(device)
         if amp not in AMP_MODES:
@@ -92,11 +99,12 @@ class Segmenter:
         self.precision = precision
         self.amp = "off" if precision in ("fp32", "int8") else precision
         amp = self.amp
-        if size is not None:
+        if isinstance(size, str) and size not in ("checkpoint", "input"):
+            raise VidsegError(f"size must be 'checkpoint', 'input' or (height, width), got {size!r}")
+        if size is not None and not isinstance(size, str):
             size = (int(size[0]), int(size[1]))
             if min(size) < 1:
                 raise VidsegError(f"working size must be positive (height, width), got {size}")
-        self.size = size
 
         if isinstance(checkpoint, (str, os.PathLike)):
             source = str(checkpoint)
@@ -109,16 +117,14 @@ class Segmenter:
         self.model_name = checkpoint["model_name"]
         self.model = model_from_checkpoint(checkpoint, source).eval().to(self.device)
         self.num_classes = self.model.num_classes
-        label_set_name = checkpoint.get("label_set") or ("report" if self.num_classes == 20 else "cityscapes")
         try:
-            self.label_set = get_label_set(label_set_name)
-        except ValueError as error:
+            self.label_set = checkpoint_label_set(checkpoint)
+        except VidsegError as error:
             raise VidsegError(f"checkpoint {source}: {error}") from error
-        if self.label_set.num_classes != self.num_classes:
-            raise VidsegError(
-                f"checkpoint {source} predicts {self.num_classes} classes but names label set "
-                f"{self.label_set.name!r}, which has {self.label_set.num_classes}; it was not written by vidseg train"
-            )
+        self.fit_size = checkpoint_working_size(checkpoint) if size == "checkpoint" else None
+        """The checkpoint's working size that frames are fitted into (``size="checkpoint"``), else None."""
+        self.size: tuple[int, int] | None = None if isinstance(size, str) else size
+        """The exact working size asked for, else None."""
         mean, std = _normalization(checkpoint)
         # (x / 255 - mean) / std as one multiply-subtract per pixel.
         std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -178,7 +184,7 @@ class Segmenter:
                 "reset() before starting another video, or resize the frames"
             )
         self._frame_shape = (height, width)
-        working = self.size or (height, width)
+        working = self._working_size(height, width)
         normalized = self._normalize(pixels)
         with self._autocast():
             logits, self._state = self.network.step(normalized, self._state)
@@ -190,10 +196,13 @@ class Segmenter:
             return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
         return labels
 
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.size or _fit(height, width, self.fit_size)
+
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The model's input for uint8 ``[1, 3, H, W]`` pixels: resized to ``size``, normalised, float32."""
+        """The model's input for uint8 ``[1, 3, H, W]`` pixels: resized to the working size, normalised, float32."""
         height, width = pixels.shape[-2:]
-        working = self.size or (height, width)
+        working = self._working_size(height, width)
         if working != (height, width):
             shrinking = working[0] < height or working[1] < width
             if self.device.type != "cpu":  # the fast uint8 path of interpolate is CPU-only
@@ -367,3 +376,11 @@ def segment_to_files(
             bar.update()
         num_frames = segmenter.frames_seen
     return SegmentSummary(num_frames, time.perf_counter() - start, float(source.frame_rate), size)
+
+
+def _fit(height: int, width: int, fit_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width) scaled, aspect ratio kept, to fit inside ``fit_size`` (unchanged when it is None)."""
+    if fit_size is None:
+        return height, width
+    scale = min(fit_size[0] / height, fit_size[1] / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))

@@ -105,7 +105,8 @@ def epoch_batches(
 def build_datasets(config: Config, with_val: bool = True):
     """The training dataset (random windows and augmentation) and the validation dataset (deterministic), of
     any layout (``data.layout``); both read their labels in ``data.label_set`` (None: the layout's default)."""
-    from vidseg.data.clips import open_dataset
+    from vidseg.data.clips import ClipDataset, open_dataset
+    from vidseg.data.corrupt import CorruptedClips, Corruption
     from vidseg.data.transforms import ClipTransform
 
     data = config.data
@@ -114,6 +115,8 @@ def build_datasets(config: Config, with_val: bool = True):
     scaled = scale != (1.0, 1.0)
     train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
+    train_set: ClipDataset | CorruptedClips
+    val_set: ClipDataset | CorruptedClips
     try:
         train_set = open_dataset(
             data.root,
@@ -129,6 +132,10 @@ def build_datasets(config: Config, with_val: bool = True):
         )
     except ValueError as error:  # a window that cannot fit the snippets
         raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
+    corruption = None
+    if data.corrupt.rate > 0:  # the "-C" variant: corrupted frames, drawn anew per sample in training
+        corruption = Corruption(data.corrupt.rate, tuple(data.corrupt.kinds), data.corrupt.seed)
+        train_set = CorruptedClips(train_set, corruption, deterministic=False)
     if not with_val:
         return train_set, None
     try:
@@ -137,7 +144,7 @@ def build_datasets(config: Config, with_val: bool = True):
             data.val_split,
             num_frames=config.eval.num_frames,
             gt_position=config.eval.gt_position,
-            transform=ClipTransform(size),
+            transform=ClipTransform(size, resize_labels=config.eval.score_at == "working"),
             layout=data.layout,
             label_set=data.label_set,
             skip_missing=data.skip_missing,
@@ -145,6 +152,8 @@ def build_datasets(config: Config, with_val: bool = True):
         )
     except ValueError as error:
         raise VidsegError(f"eval (num_frames, gt_position) of the validation split: {error}") from None
+    if corruption is not None:
+        val_set = CorruptedClips(val_set, corruption, deterministic=True)
     if config.eval.max_samples is not None and config.eval.max_samples < len(val_set):
         evenly_spaced = np.linspace(0, len(val_set) - 1, config.eval.max_samples).round().astype(int)
         return train_set, torch.utils.data.Subset(val_set, evenly_spaced.tolist())
@@ -829,6 +838,8 @@ class Trainer:
                 f"stopped by SIGTERM at step {progress.step}; checkpoint {self.run_dir / 'last.pt'} written; "
                 f"continue with: vidseg train --resume {self.run_dir}"
             )
+        else:
+            self.log(self._stop_summary())
         return TrainResult(progress.step, progress.epoch, stopped_by, dict(progress.metrics), self.run_dir)
 
     def _train_epoch(self) -> str:
@@ -955,6 +966,29 @@ class Trainer:
             "optim.grad_clip, or check the data for bad labels"
         )
 
+    def _stop_summary(self) -> str:
+        """Why a run that used up its budget stopped, and which checkpoint is best."""
+        train_cfg, progress = self.train_cfg, self.progress
+        spent = []
+        if train_cfg.steps is not None and progress.step >= train_cfg.steps:
+            spent.append(f"train.steps={train_cfg.steps}")
+        if train_cfg.epochs is not None and progress.epoch >= train_cfg.epochs:
+            spent.append(f"train.epochs={train_cfg.epochs}")
+        if train_cfg.minutes is not None and self._elapsed() >= train_cfg.minutes * 60:
+            spent.append(f"train.minutes={train_cfg.minutes:g}")
+        why = f"stopped at step {progress.step} (epoch {progress.epoch}): budget {' and '.join(spent) or 'reached'}"
+        best_step = progress.metrics.get("best_step")
+        if best_step is not None:
+            best = (
+                f"best checkpoint: {self.run_dir / 'best.pt'} (validation mIoU {progress.best_miou:.4f} at step "
+                f"{best_step})"
+            )
+        elif self._evaluates():
+            best = f"no validation mIoU was defined, so there is no best.pt; last: {self.run_dir / 'last.pt'}"
+        else:
+            best = f"no validation (eval.every_epochs and eval.every_steps are 0); last: {self.run_dir / 'last.pt'}"
+        return f"{why}; {best}"
+
     def _budget_spent(self) -> bool:
         train_cfg, progress = self.train_cfg, self.progress
         return (
@@ -996,6 +1030,9 @@ class Trainer:
             num_workers=self.config.data.num_workers,
             protocol=self.config.eval.protocol,
             tc=self.config.eval.tc,
+            per_position=self.config.eval.per_position,
+            mode=self.config.eval.mode,
+            score_at=self.config.eval.score_at,
             label_set=self.label_set,
             progress=self.bar is not None and not self.bar.disable,
         )
@@ -1004,6 +1041,7 @@ class Trainer:
         improved = miou is not None and miou > progress.best_miou
         if improved:
             progress.best_miou = miou
+            progress.metrics["best_step"] = progress.step
         progress.metrics.update({"val": results, "val_step": progress.step, "best_miou": progress.best_miou})
         event = {"event": "eval", "step": progress.step, "epoch": progress.epoch}
         event.update({key: value for key, value in results.items() if not isinstance(value, (list, dict))})

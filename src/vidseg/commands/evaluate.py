@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 HELP = "evaluate a checkpoint: mIoU/mAcc/aAcc, per-position mIoU, temporal consistency; JSON and Markdown"
+DEFAULT_CORRUPT_RATE = 0.3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset root (default: data.root of the checkpoint's config)")
     parser.add_argument("--split", help="split folder (default: data.val_split of the config, else val)")
     parser.add_argument(
-        "--num-frames", type=int, help="frames per window (default: eval.num_frames, else 12)"
+        "--layout", help="dataset layout: auto, cityscapes, camvid, vspw or folders (default: data.layout)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["auto", "stream", "windows"],
+        help="stream: every labelled frame once, each sequence from its start; windows: one window per annotated "
+        "frame (sparse Cityscapes); auto (default): windows when no sequence has more than one labelled frame",
+    )
+    parser.add_argument(
+        "--score-at",
+        choices=["labels", "working"],
+        help="labels (default): at the label files' resolution, logits upsampled, as the benchmarks score; "
+        "working: at the evaluation size, labels resized (nearest)",
+    )
+    parser.add_argument(
+        "--corrupt",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        metavar="RATE",
+        help="evaluate on corrupted frames (the '-C' variant): RATE of the frames, each deterministically by "
+        "frame name (default rate: the checkpoint's data.corrupt.rate, else "
+        f"{DEFAULT_CORRUPT_RATE})",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="data.corrupt.KEY=VALUE",
+        help="override a data.corrupt key (rate, kinds, seed), e.g. --set data.corrupt.kinds=[dark,blur]",
+    )
+    parser.add_argument(
+        "--num-frames",
+        type=int,
+        help="frames per window; in stream mode the context depth of the per-position figures "
+        "(default: eval.num_frames, else 12)",
     )
     parser.add_argument(
         "--gt-position",
@@ -35,19 +71,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--per-position",
-        choices=["auto", "labelled", "context"],
+        choices=["auto", "labelled", "context", "off"],
         default="auto",
-        help="labelled: mIoU of the labelled frames at each window position; context: the annotated frame "
-        "segmented after 1, 2, ... frames; auto (default): context when windows carry one labelled frame",
+        help="context: frames segmented again after seeing only their last 1, 2, ... frames (the annotated "
+        "frame of each window; in stream mode every K-th frame); labelled (windows only): the labelled frames at "
+        "each window position; auto (default): context, except labelled for windows with several labelled "
+        "frames; off",
     )
     parser.add_argument(
-        "--save-predictions", metavar="DIR", help="write <city>_<seq>_<frame>_pred.png labelIds"
+        "--save-predictions",
+        metavar="DIR",
+        help="write <frame>_pred.png of every scored frame: labelIds for Cityscapes label sets, else class indices",
     )
     parser.add_argument(
         "--prediction-size",
         default="original",
         help="size of the saved PNGs: original (that of the label files, as the official script needs), "
-        "evaluated, or HxW",
+        "evaluated (the scored size), or HxW",
     )
     parser.add_argument(
         "--out", help="results JSON (default: <checkpoint>-<split>-<protocol>.json beside it)"
@@ -66,13 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--max-samples", type=int, help="evaluate the first N windows only")
+    parser.add_argument(
+        "--max-samples", type=int, help="evaluate the first N windows (stream mode: sequences) only"
+    )
     parser.add_argument("--skip-missing", action="store_true", help="leave out windows with missing frames")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
     from vidseg.errors import VidsegError
     from vidseg.evaluate import evaluate_model, results_markdown
@@ -96,27 +136,32 @@ def run(args: argparse.Namespace) -> int:
         args.gt_position if args.gt_position is not None else eval_config.get("gt_position", "last")
     )
     size = _parse_size(args.size, "--size") if args.size else _config_size(data_config.get("size"))
+    mode = args.mode or eval_config.get("mode", "auto")
+    score_at = args.score_at or eval_config.get("score_at", "labels")
+    corruption = _corruption(args, data_config)
     if size is not None:
         from vidseg.config import check_frame_size
 
         check_frame_size(size, "--size" if args.size else f"data.size of checkpoint {checkpoint_path}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
+    suffix = "-C" if corruption is not None else ""
     out = (
         Path(args.out)
         if args.out
-        else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}.json")
+        else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}{suffix}.json")
     )
     _check_outputs(out, args, [("--checkpoint", checkpoint_path), ("the dataset root", root)])
     check_writable(out)  # fail now, not after the evaluation
 
     rank, world_size, device = _start_processes(args.device)
-    # Each protocol reads the labels in the set that describes its ground truth exactly.
-    dataset = _build_dataset(root, split, num_frames, gt_position, size, args)
-    prediction_size = _prediction_size(args.prediction_size, dataset)
+    layout = args.layout or data_config.get("layout")
+    dataset = _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint, args)
     evaluated = dataset
-    if args.max_samples is not None and args.max_samples < len(dataset):
-        evaluated = torch.utils.data.Subset(dataset, range(args.max_samples))
+    if corruption is not None:
+        from vidseg.data.corrupt import CorruptedClips
+
+        evaluated = CorruptedClips(dataset, corruption, deterministic=True)
 
     results = evaluate_model(
         model,
@@ -129,8 +174,11 @@ def run(args: argparse.Namespace) -> int:
         num_classes=int(checkpoint["num_classes"]),
         tc=not args.no_tc,
         per_position=args.per_position,
+        mode=mode,
+        score_at=score_at,
+        limit=args.max_samples,
         save_predictions=args.save_predictions,
-        prediction_size=prediction_size,
+        prediction_size=_prediction_size(args.prediction_size, dataset),
         label_set=dataset.label_set,
         progress=True,
     )
@@ -139,10 +187,14 @@ def run(args: argparse.Namespace) -> int:
         "model_name": checkpoint["model_name"],
         "model_label_set": checkpoint.get("label_set"),
         "data": str(root),
+        "layout": getattr(getattr(dataset, "index", None), "layout", None),
         "split": split,
         "num_frames": num_frames,
         "gt_position": gt_position,
         "size": list(size) if size else None,
+        "corrupt": None
+        if corruption is None
+        else {"rate": corruption.rate, "kinds": list(corruption.kinds), "seed": corruption.seed},
         "device": str(device),
         "amp": args.amp,
         "processes": world_size,
@@ -150,14 +202,47 @@ def run(args: argparse.Namespace) -> int:
     }
     if rank != 0:
         return 0
-    table = results_markdown(results, title=f"{checkpoint['model_name']} on {root} ({split})")
+    what = f"{root} ({split}{', corrupted' if corruption is not None else ''})"
+    table = results_markdown(results, title=f"{checkpoint['model_name']} on {what}")
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), table)
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     if args.save_predictions:
-        print(f"wrote {len(evaluated)} labelId PNGs to {args.save_predictions}")
+        print(f"wrote {results['frames_scored']} prediction PNGs to {args.save_predictions}")
     return 0
+
+
+def _corruption(args: argparse.Namespace, data_config: dict):
+    """The Corruption that ``--corrupt`` / ``--set data.corrupt.*`` ask for, or None for clean frames."""
+    from vidseg.config import Config, CorruptConfig, apply_override
+    from vidseg.data.corrupt import Corruption
+    from vidseg.errors import VidsegError
+
+    if args.corrupt is None and not args.set:
+        return None
+    config = Config()
+    stored = data_config.get("corrupt")
+    if isinstance(stored, dict):
+        config.data.corrupt = CorruptConfig(
+            **{key: value for key, value in stored.items() if key in ("rate", "kinds", "seed")}
+        )
+    if config.data.corrupt.rate <= 0:
+        config.data.corrupt.rate = DEFAULT_CORRUPT_RATE
+    for override in args.set:
+        if not override.strip().startswith("data.corrupt."):
+            raise VidsegError(
+                f"--set {override}: vidseg evaluate takes data.corrupt.rate, .kinds and .seed only; other settings "
+                "have their own options"
+            )
+        apply_override(config, override)
+    settings = config.data.corrupt
+    if args.corrupt is not None and args.corrupt >= 0:
+        settings.rate = args.corrupt
+    try:
+        return Corruption(float(settings.rate), tuple(settings.kinds), int(settings.seed))
+    except ValueError as error:
+        raise VidsegError(f"--corrupt / --set data.corrupt: {error}") from None
 
 
 def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:
@@ -197,7 +282,8 @@ def _is_results_markdown(path: Path) -> bool:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError):
         return False
-    return any(line.startswith("| protocol | windows | mIoU |") for line in lines)
+    # The header of the summary table, as written now and before stream mode (its "windows" column).
+    return any(line.startswith(("| protocol | frames | mIoU |", "| protocol | windows | mIoU |")) for line in lines)
 
 
 def _check_label_set(checkpoint: dict, path: Path) -> None:
@@ -205,7 +291,9 @@ def _check_label_set(checkpoint: dict, path: Path) -> None:
     from vidseg.errors import VidsegError
 
     name = checkpoint.get("label_set")
-    if name is None:  # older checkpoints: resolve_protocol checks the class count alone
+    if name is None or checkpoint.get("label_set_spec") is not None:
+        # Older checkpoints: resolve_protocol checks the class count alone; a recorded spec is checked when the
+        # dataset is built (checkpoint_label_set).
         return
     try:
         label_set = get_label_set(name)
@@ -286,19 +374,32 @@ def _start_processes(device_arg: str):
     return 0, 1, device
 
 
-def _build_dataset(root, split, num_frames, gt_position, size, args):
-    from vidseg.data.cityscapes import CityscapesSequences
+def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint: dict, args):
+    from vidseg.checkpoint import checkpoint_label_set
+    from vidseg.data.clips import open_dataset
+    from vidseg.data.labels import get_label_set
     from vidseg.data.transforms import ClipTransform
     from vidseg.errors import VidsegError
 
+    # The model's own label set (a recorded spec covers a classes.yaml); the class count of an older checkpoint
+    # without one is checked against the protocol by evaluate_model.
+    named = checkpoint.get("label_set")
+    if checkpoint.get("label_set_spec") is not None:
+        label_set = checkpoint_label_set(checkpoint)
+    else:
+        label_set = get_label_set(named if named not in (None, "cityscapes", "report") else "cityscapes")
+    if label_set.name in ("cityscapes", "report"):
+        # Each Cityscapes protocol reads the labels in the set that describes its ground truth exactly.
+        label_set = get_label_set("report" if args.protocol == "report" else "cityscapes")
     try:
-        return CityscapesSequences(
+        return open_dataset(
             root,
             split,
             num_frames=num_frames,
             gt_position=gt_position,
-            label_set="report" if args.protocol == "report" else "cityscapes",
-            transform=ClipTransform(size),
+            layout=None if layout in (None, "auto") else layout,
+            label_set=label_set,
+            transform=ClipTransform(size, resize_labels=score_at == "working"),
             skip_missing=args.skip_missing,
         )
     except ValueError as error:
@@ -306,16 +407,12 @@ def _build_dataset(root, split, num_frames, gt_position, size, args):
 
 
 def _prediction_size(choice: str, dataset) -> tuple[int, int] | None:
-    """``evaluated`` -> None; ``original`` -> the size of the first label file; ``HxW`` -> that size."""
-    from vidseg.data.cityscapes import LABEL_FOLDER, LABEL_SUFFIX, read_label_ids
-
+    """``evaluated`` -> None (the scored size); ``original`` -> the size of the first label file; ``HxW``."""
     if choice == "evaluated":
         return None
     if choice != "original":
         return _parse_size(choice, "--prediction-size")
-    name = dataset.names[0]
-    city = name.rsplit("_", 2)[0]
-    path = Path(dataset.root) / LABEL_FOLDER / dataset.split / city / (name + LABEL_SUFFIX)
-    # read_label_ids explains an unreadable file (VidsegError naming it) instead of a bare PIL error.
-    height, width = read_label_ids(path).shape
-    return height, width
+    index = dataset.index
+    first = next(frame for frame in index.frames if frame.label is not None)
+    height, width = index.read_label(first).shape[:2]
+    return int(height), int(width)

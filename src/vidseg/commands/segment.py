@@ -11,8 +11,10 @@ AMP_MODES = ("off", "bf16", "fp16")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024): height x width."""
+def parse_size(text: str) -> tuple[int, int] | str:
+    """``"512x1024"`` -> (512, 1024): height x width; ``checkpoint`` and ``input`` pass through."""
+    if text in ("checkpoint", "input"):
+        return text
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
@@ -40,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-format", choices=MASK_FORMATS, default="trainids",
                         help="trainids: class indices (255 = none); labelids: official Cityscapes ids; "
                         "color: palette RGB (default: trainids)")
-    parser.add_argument("--size", type=parse_size, metavar="HxW",
-                        help="infer at this working resolution (e.g. 512x1024); predictions are mapped back to "
-                        "the input size (bilinear on logits)")
+    parser.add_argument("--size", type=parse_size, metavar="HxW", default="checkpoint",
+                        help="working resolution: 'checkpoint' (default) fits each frame, aspect ratio kept, into the "
+                        "size the model was trained at; 'input' infers at the frame's own size; HxW (e.g. 512x1024) "
+                        "at exactly that size. Predictions are mapped back to the input size (bilinear on logits)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours (default 0.5)")
     parser.add_argument("--side-by-side", action="store_true", help="output video shows input | prediction")
     parser.add_argument("--fps", type=float, help="frame rate of the output (default: the input video's; 17 for "

@@ -43,6 +43,7 @@ from typing import Any, NoReturn, TypedDict
 import numpy as np
 from PIL import Image
 
+from vidseg.data.corrupt import CORRUPTIONS, corrupt_image
 from vidseg.data.labels import LABEL_BY_NAME
 from vidseg.errors import VidsegError
 from vidseg.fileio import (
@@ -58,7 +59,6 @@ FORMAT = "synthcity"
 VERSION = 1
 CLASS_NAMES = ("road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "sky", "person", "car")
 CLASSES = tuple(LABEL_BY_NAME[name] for name in CLASS_NAMES)
-CORRUPTIONS = ("clean", "noise", "dark", "overexposed", "blur", "dropout", "occlusion")
 BURST_KINDS = ("noise", "dark", "overexposed", "blur", "dropout")
 BURST_START = 0.27
 BURST_LENGTHS = {1: 0.4, 2: 0.35, 3: 0.25}
@@ -417,62 +417,6 @@ def _burst_codes(rng: np.random.Generator, frames: int) -> np.ndarray:
     return codes
 
 
-def _box_blur_rows(image: np.ndarray, length: int) -> np.ndarray:
-    """Mean over a horizontal window of ``length`` pixels (edges replicated)."""
-    pad = length // 2
-    padded = np.pad(image, ((0, 0), (pad + 1, length - pad - 1), (0, 0)), mode="edge")
-    summed = np.cumsum(padded, axis=1, dtype=np.float64)
-    return ((summed[:, length:] - summed[:, :-length]) / length).astype(np.float32)
-
-
-def _corrupt(rng: np.random.Generator, image: np.ndarray, kind: str, step: int) -> np.ndarray:
-    """The corrupted version of a clean float32 frame; ``step`` counts frames into the event."""
-    height, width = image.shape[:2]
-    if kind == "noise":
-        mean = image.mean(axis=(0, 1), keepdims=True)
-        contrast = rng.uniform(0.15, 0.4)
-        sigma = rng.uniform(90, 140)
-        return mean + (image - mean) * contrast + rng.normal(0, sigma, image.shape).astype(np.float32)
-    if kind in ("dark", "overexposed"):
-        levels = int(rng.integers(1, 4))
-        gray = image.mean(axis=2, keepdims=True) * 0.5 + image * 0.5
-        quantised = np.floor(gray / 256.0 * (levels + 1))
-        return quantised if kind == "dark" else 255.0 - (levels - quantised)
-    if kind == "blur":
-        length = max(2, int(width * rng.uniform(0.25, 0.45)))
-        blurred = _box_blur_rows(image, length)
-        vertical = max(1, length // 8)
-        blurred = _box_blur_rows(blurred.transpose(1, 0, 2), vertical).transpose(1, 0, 2)
-        return blurred * rng.uniform(0.8, 1.1)
-    if kind == "dropout":
-        out = image.copy()
-        for _ in range(int(rng.integers(1, 4))):
-            area = rng.uniform(0.35, 0.75)
-            box_h = int(np.clip(height * np.sqrt(area) * rng.uniform(0.7, 1.3), 1, height))
-            box_w = int(np.clip(width * area * height / max(box_h, 1) * 1.0, 1, width))
-            r0, c0 = int(rng.integers(0, height - box_h + 1)), int(rng.integers(0, width - box_w + 1))
-            fill = rng.integers(3)
-            if fill == 0:
-                out[r0 : r0 + box_h, c0 : c0 + box_w] = 0.0
-            elif fill == 1:
-                out[r0 : r0 + box_h, c0 : c0 + box_w] = rng.uniform(60, 200)
-            else:
-                out[r0 : r0 + box_h, c0 : c0 + box_w] = rng.uniform(0, 255, (box_h, box_w, 3))
-        return out
-    if kind == "occlusion":
-        # An ellipse entering from one side; its inner edge moves further in on every frame of the event.
-        edge = width * min(rng.uniform(0.35, 0.6) + 0.1 * step, 0.9)
-        radius_x, radius_y = width * 0.5, height * rng.uniform(0.8, 1.0)
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        if rng.random() < 0.5:
-            xx = width - 1 - xx
-        inside = ((xx - (edge - radius_x)) / radius_x) ** 2 + ((yy - height * 0.55) / radius_y) ** 2 < 1.0
-        tone = rng.uniform(15, 60, 3).astype(np.float32)
-        texture = 1.0 + 0.25 * rng.standard_normal((height, width, 1)).astype(np.float32)
-        return np.where(inside[:, :, None], tone * texture, image)
-    raise ValueError(f"unknown corruption {kind!r}")
-
-
 def render_sequence(
     seed: int | np.random.SeedSequence, frames: int, size: tuple[int, int], city: str = "oldtown"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -491,7 +435,7 @@ def render_sequence(
         image += rng.standard_normal(image.shape, dtype=np.float32) * SENSOR_NOISE
         step = step + 1 if t > 0 and codes[t] == codes[t - 1] else 0
         if codes[t]:
-            image = _corrupt(rng, image, CORRUPTIONS[codes[t]], step)
+            image = corrupt_image(rng, image, CORRUPTIONS[codes[t]], step)
         np.clip(image, 0, 255, out=image)
         images[t] = (image + 0.5).astype(np.uint8)
         labels[t] = label
@@ -637,13 +581,13 @@ def generate(
     remove_dead_temporaries_of(out)  # what a killed earlier run left
     partial = out.parent / f"{temporary_prefix(out.name)}partial"
     shutil.rmtree(partial, ignore_errors=True)
-    make_folder(partial, output=out)
     jobs = [
         (partial, split, index, seed, frames, (height, width), colour)
         for split in SPLITS
         for index in range(counts[split])
     ]
     try:
+        make_folder(partial, output=out)
         with explained_write_errors(out):
             if workers > 1:
                 with ProcessPoolExecutor(max_workers=workers) as pool:

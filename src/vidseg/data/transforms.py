@@ -119,12 +119,14 @@ class ClipTransform:
     smaller than ``size`` it is placed at a random offset and the rest is padding: 0 in images, 255 in labels).
     ``hflip`` mirrors the clip with probability 1/2. ``ClipTransform(size)`` alone is the evaluation transform
     (a plain resize, nothing when the data already has that size); ``ClipTransform()`` does nothing.
+    ``ClipTransform(size, resize_labels=False)`` resizes the frames only, for scoring at the labels' resolution.
 
     Args:
         size: (height, width) of the output; None keeps the input size.
         scale_range: (low, high) of the random scale factor relative to ``size``; needs ``crop``.
         crop: cut a random ``size`` window from the scaled clip.
         hflip: random horizontal flip.
+        resize_labels: also resize the label maps (False: keep them as they are; no random geometry then).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class ClipTransform:
         scale_range: tuple[float, float] | None = None,
         crop: bool = False,
         hflip: bool = False,
+        resize_labels: bool = True,
     ):
         if size is not None:
             size = (int(size[0]), int(size[1]))
@@ -147,10 +150,13 @@ class ClipTransform:
             scale_range = (low, high)
         if crop and size is None:
             raise ValueError("crop=True needs a size (the crop window)")
+        if not resize_labels and (scale_range is not None or crop or hflip):
+            raise ValueError("resize_labels=False keeps labels as they are, which random geometry cannot")
         self.size = size
         self.scale_range = scale_range
         self.crop = crop
         self.hflip = hflip
+        self.resize_labels = resize_labels
 
     @property
     def is_random(self) -> bool:
@@ -159,7 +165,7 @@ class ClipTransform:
     def __repr__(self) -> str:
         return (
             f"ClipTransform(size={self.size}, scale_range={self.scale_range}, crop={self.crop}, "
-            f"hflip={self.hflip})"
+            f"hflip={self.hflip}, resize_labels={self.resize_labels})"
         )
 
     def __call__(
@@ -179,6 +185,8 @@ class ClipTransform:
         else:
             target = self.size
         frames = resize_frames(frames, target)
+        if not self.resize_labels:
+            return frames, labels
         labels = resize_labels(labels, target)
         if self.crop:
             assert self.size is not None, "crop needs a size (checked in __init__)"
