@@ -253,3 +253,43 @@ def max_difference_to_model(
         expected, _ = copy.deepcopy(model).eval().cpu().float()(frames)
     logits, _ = run_onnx_sequence(path, frames.numpy())
     return float(np.abs(logits - expected.numpy()).max())
+
+
+def export_int8_onnx(
+    model: RecurrentUNet,
+    path: str | os.PathLike,
+    *,
+    checkpoint: Mapping[str, Any] | None = None,
+    calibration: Any = None,
+    size: tuple[int, int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    stock: bool = False,
+) -> Path:
+    """Export ``model``'s step as an int8 ONNX file with the inputs, outputs and metadata of ``export_onnx``.
+
+    The float32 export is quantized statically (``vidseg.quantize.quantize_onnx``) on ranges recorded while
+    ONNX Runtime streams the calibration clips (``vidseg.quantize.calibration_clips``: frames, a video, a
+    folder of frames or a dataset root; None: the checkpoint's validation frames), resized to ``size`` if given.
+    """
+    import tempfile
+
+    from vidseg.quantize import calibration_clips, onnx_calibration_feeds, quantize_onnx, require_onnxruntime
+
+    onnxruntime, _ = require_onnxruntime()
+    clips = calibration_clips(calibration, dict(checkpoint) if checkpoint is not None else None)
+    metadata = build_metadata(model, checkpoint)
+    mean = np.array(json.loads(metadata["vidseg.mean"]), dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.array(json.loads(metadata["vidseg.std"]), dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def prepare(frame: np.ndarray) -> np.ndarray:
+        pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+        if size is not None and tuple(pixels.shape[-2:]) != tuple(size):
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return np.ascontiguousarray(((pixels.numpy() / 255.0 - mean) / std).astype(np.float32))
+
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = Path(folder) / "fp32.onnx"
+        export_onnx(model, fp32, checkpoint=checkpoint, opset=opset)
+        session = onnxruntime.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+        feeds = onnx_calibration_feeds(session, clips, prepare)
+        return quantize_onnx(fp32, path, feeds, stock=stock)

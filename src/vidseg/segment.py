@@ -25,13 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.checkpoint import checkpoint_normalization
-from vidseg.choices import AMP_MODES, MASK_FORMATS
+from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
 from vidseg.distributed import resolve_device
 from vidseg.errors import VidsegError
 
 if TYPE_CHECKING:
     from vidseg.models import State
 
+_PRECISION_OF_AMP = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Frame = np.ndarray | torch.Tensor
@@ -47,13 +48,20 @@ class Segmenter:
         checkpoint: path of a vidseg checkpoint, or a checkpoint dict as ``vidseg.checkpoint.load_checkpoint``
             returns it.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels).
+        amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels); the
+            older spelling of ``precision`` (``amp="off"`` is ``precision="fp32"``).
         size: the working resolution: ``"checkpoint"`` (default) infers at the scale the model was trained at: each
             frame is resized, its aspect ratio kept, to fit the checkpoint's recorded working size (a frame of the
             training frames' shape gets exactly that size; checkpoints without one infer at the frame's size);
             ``"input"`` or None infers at each frame's own size; (height, width) infers at exactly that size.
         optimize: run the fused inference copy of the model (``vidseg.models.optimize_for_inference``: BatchNorm
             folded, activations fused) where it exists; False runs the plain model (under autocast for bf16/fp16).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU: int8 convolutions calibrated
+            on ``calibration``, recurrent state kept in float32; see ``vidseg.models.quantized``); None takes
+            it from ``amp``.
+        calibration: for int8, the frames to calibrate on: an iterable of ``[H, W, 3]`` uint8 frames, a video,
+            a folder of frames or a dataset root; None uses the checkpoint's own validation frames where they
+            exist (``vidseg.quantize.calibration_clips``). They are resized to ``size`` like the frames to segment.
     """
 
     def __init__(
@@ -63,6 +71,8 @@ class Segmenter:
         amp: str = "off",
         size: tuple[int, int] | str | None = "checkpoint",
         optimize: bool = True,
+        precision: str | None = None,
+        calibration: Any = None,
     ):
         from vidseg import models
         from vidseg.checkpoint import (
@@ -75,9 +85,20 @@ class Segmenter:
         self.device = resolve_device(device)
         if amp not in AMP_MODES:
             raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
-        if amp == "fp16" and self.device.type != "cuda":
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise VidsegError(f"unknown precision {precision!r}; valid precisions are: {', '.join(PRECISIONS)}")
+            if amp != "off" and _PRECISION_OF_AMP[amp] != precision:
+                raise VidsegError(f"amp {amp!r} and precision {precision!r} disagree; give precision only")
+        else:
+            precision = _PRECISION_OF_AMP[amp]
+        if precision == "fp16" and self.device.type != "cuda":
             raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
-        self.amp = amp
+        if precision == "int8" and (self.device.type != "cpu" or not optimize):
+            raise VidsegError("precision int8 runs the CPU's int8 convolutions: use device cpu, with optimize on")
+        self.precision = precision
+        self.amp = "off" if precision in ("fp32", "int8") else precision
+        amp = self.amp
         if isinstance(size, str) and size not in ("checkpoint", "input"):
             raise VidsegError(f"size must be 'checkpoint', 'input' or (height, width), got {size!r}")
         if size is not None and not isinstance(size, str):
@@ -111,11 +132,16 @@ class Segmenter:
         self._shift = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) / std_tensor
 
         self.optimized = optimize and hasattr(models, "optimize_for_inference")
-        if self.optimized:
+        self.reset()
+        if precision == "int8":
+            from vidseg.quantize import calibration_clips, quantize_for_streaming
+
+            clips = calibration_clips(calibration, checkpoint)
+            self.network = quantize_for_streaming(self.model, clips, self._prepare)
+        elif self.optimized:
             self.network = models.optimize_for_inference(self.model, dtype=_AMP_DTYPES[amp])
         else:
             self.network = self.model
-        self.reset()
 
     @property
     def palette(self) -> np.ndarray:
@@ -158,7 +184,25 @@ class Segmenter:
                 "reset() before starting another video, or resize the frames"
             )
         self._frame_shape = (height, width)
-        working = self.size or _fit(height, width, self.fit_size)
+        working = self._working_size(height, width)
+        normalized = self._normalize(pixels)
+        with self._autocast():
+            logits, self._state = self.network.step(normalized, self._state)
+        if working != (height, width):
+            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+        self._frames_seen += 1
+        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        if probabilities:
+            return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
+        return labels
+
+    def _working_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.size or _fit(height, width, self.fit_size)
+
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's input for uint8 ``[1, 3, H, W]`` pixels: resized to the working size, normalised, float32."""
+        height, width = pixels.shape[-2:]
+        working = self._working_size(height, width)
         if working != (height, width):
             shrinking = working[0] < height or working[1] < width
             if self.device.type != "cpu":  # the fast uint8 path of interpolate is CPU-only
@@ -170,16 +214,11 @@ class Segmenter:
                 align_corners=False,
                 antialias=shrinking,
             )
-        normalized = pixels.float().mul_(self._scale).sub_(self._shift)
-        with self._autocast():
-            logits, self._state = self.network.step(normalized, self._state)
-        if working != (height, width):
-            logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-        self._frames_seen += 1
-        labels = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-        if probabilities:
-            return labels, logits.float().softmax(dim=1)[0].cpu().numpy()
-        return labels
+        return pixels.float().mul_(self._scale).sub_(self._shift)
+
+    def _prepare(self, frame: Frame) -> torch.Tensor:
+        """``_normalize`` of an ``[H, W, 3]`` uint8 frame (used for calibration)."""
+        return self._normalize(self._to_device(frame))
 
     def _autocast(self):
         enabled = not self.optimized and self.amp != "off"

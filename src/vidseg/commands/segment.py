@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidseg.choices import AMP_MODES, MASK_FORMATS
+from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
 
 HELP = "segment a video, a folder of frames or image files, streaming with the recurrent state carried"
 
@@ -45,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "frame folders, the Cityscapes rate)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--amp", choices=AMP_MODES, default="off",
-                        help="compute precision: off (float32), bf16, or fp16 on CUDA (default: off)")
+                        help="compute precision: off (float32), bf16, or fp16 on CUDA (default: off); "
+                        "the older spelling of --precision")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="fp32, bf16, fp16 (CUDA) or int8 (CPU, calibrated on --calibrate; default: from --amp)")
+    parser.add_argument("--calibrate", metavar="PATH",
+                        help="int8 calibration frames: a video, a folder of frames or a dataset root (default: "
+                        "the checkpoint's own validation frames, where they exist)")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain model instead of its fused inference copy (for debugging)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries_of
 
     inputs = [("the input", path) for path in _input_paths(args.input)] + [("--checkpoint", args.checkpoint)]
+    if args.calibrate is not None:
+        inputs.append(("--calibrate", args.calibrate))
     check_outputs_spare_inputs([("--out", args.out), ("--masks", args.masks)], inputs)
     for output in (args.out, args.masks):
         if output is not None:
@@ -73,8 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if args.masks is not None:
         check_output_folder(args.masks, args.overwrite)
     source = open_frames(args.input, frame_rate=args.fps)
+    if args.calibrate is not None and args.precision != "int8":
+        from vidseg.errors import VidsegError
+
+        raise VidsegError("--calibrate is for --precision int8")
     segmenter = Segmenter(
-        args.checkpoint, device=args.device, amp=args.amp, size=args.size, optimize=not args.no_optimize
+        args.checkpoint, device=args.device, amp=args.amp, size=args.size, optimize=not args.no_optimize,
+        precision=args.precision, calibration=args.calibrate,
     )
     summary = segment_to_files(
         source,
