@@ -363,20 +363,3 @@ def test_a_cuda_index_beyond_the_gpus_is_explained(monkeypatch, checkpoint):
     assert distributed.resolve_device("auto", local_rank=1) == torch.device("cpu")
     with pytest.raises(VidsegError, match="no CUDA device is available"):
         distributed.resolve_device("cuda")
-
-
-def test_one_device_rule_for_every_entry_point(monkeypatch):
-    pretend_gpus(monkeypatch, 0)
-    assert distributed.resolve_device("auto") == torch.device("cpu")
-    assert distributed.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(VidsegError, match=r"unknown --device 'gpu0'; use auto, cpu, cuda or cuda:N"):
-        distributed.resolve_device("gpu0", option="--device")
-    with pytest.raises(VidsegError, match="device meta is not supported; use cpu or cuda"):
-        distributed.resolve_device("meta")
-    with pytest.raises(VidsegError, match="train.device cuda was requested but no CUDA device is available"):
-        distributed.resolve_device("cuda", local_rank=0, option="train.device")
-    pretend_gpus(monkeypatch, 2)
-    # Inference keeps the name it was given; a training process gets its own GPU.
-    assert distributed.resolve_device("cuda") == torch.device("cuda")
-    assert distributed.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
-    assert distributed.resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)

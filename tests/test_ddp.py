@@ -9,10 +9,13 @@ import sys
 import textwrap
 
 import pytest
+import torch
 import yaml
 
+from vidseg import distributed
 from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
 from vidseg.config import load_config
+from vidseg.errors import VidsegError
 from vidseg.train import build_datasets
 
 # Runs in every torchrun process: spies on checkpoint writes, trains, records what this rank saw.
@@ -96,3 +99,25 @@ def test_two_process_ddp_on_cpu(tmp_path, dense_tree):
     single = evaluate_model(saved, val_set, batch_size=2, tc=False, progress=False)
     assert single["miou"] == pytest.approx(ranks[0]["val"]["miou"], abs=1e-12)
     assert single["iou"] == ranks[0]["val"]["iou"]
+
+
+def pretend_gpus(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_one_device_rule_for_every_entry_point(monkeypatch):
+    pretend_gpus(monkeypatch, 0)
+    assert distributed.resolve_device("auto") == torch.device("cpu")
+    assert distributed.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(VidsegError, match=r"unknown --device 'gpu0'; use auto, cpu, cuda or cuda:N"):
+        distributed.resolve_device("gpu0", option="--device")
+    with pytest.raises(VidsegError, match="device meta is not supported; use cpu or cuda"):
+        distributed.resolve_device("meta")
+    with pytest.raises(VidsegError, match="train.device cuda was requested but no CUDA device is available"):
+        distributed.resolve_device("cuda", local_rank=0, option="train.device")
+    pretend_gpus(monkeypatch, 2)
+    # Inference keeps the name it was given; a training process gets its own GPU.
+    assert distributed.resolve_device("cuda") == torch.device("cuda")
+    assert distributed.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)
