@@ -25,6 +25,7 @@ without its frame) is an error naming it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from vidseg.data.files import list_dirs, list_images
@@ -124,6 +125,28 @@ def build_original(root: Path, split: str, label_set: str | LabelSet | None = No
     for path in list_images(label_dir):
         if path.stem.endswith(ORIGINAL_LABEL_SUFFIX) and parse_name(path.stem[: -len(ORIGINAL_LABEL_SUFFIX)]):
             labels[path.stem[: -len(ORIGINAL_LABEL_SUFFIX)]] = path
+    videos = _pair_frames(
+        image_dir, label_dir, labels, ORIGINAL_LABEL_SUFFIX + ".png", "",
+        keep=lambda seq, number: split == "all" or original_split(seq, number) == split,
+    )
+    if not videos:
+        raise VidsegError(f"split {split!r} of {root} is empty: no SEQ_FRAME images of it in {image_dir}")
+    sequences = [run for seq in sorted(videos) for run in split_runs(seq, videos[seq], RAW_FPS)]
+    decoder = LabelDecoder("rgb", tuple(colour for _, colour in codes))
+    return VideoIndex("camvid", root, split, chosen, tuple(sequences), decoder)
+
+
+def _pair_frames(
+    image_dir: Path,
+    label_dir: Path,
+    labels: dict[str, Path],
+    label_suffix: str,
+    note: str,
+    keep: Callable[[str, int], bool] = lambda seq, number: True,
+) -> dict[str, list[Frame]]:
+    """The ``SEQ_FRAME`` images of ``image_dir`` that ``keep`` accepts, by sequence, each with its label from
+    ``labels`` (stem -> path, consumed). VidsegError naming the file for a frame without a label and for labels
+    without a frame."""
     videos: dict[str, list[Frame]] = {}
     for path in list_images(image_dir):
         parsed = parse_name(path.stem)
@@ -132,11 +155,11 @@ def build_original(root: Path, split: str, label_set: str | LabelSet | None = No
         label = labels.pop(path.stem, None)
         if label is None:
             raise VidsegError(
-                f"frame {path} has no label file: expected {label_dir / (path.stem + ORIGINAL_LABEL_SUFFIX + '.png')}"
-                "; restore it or remove the frame"
+                f"frame {path} has no label file: expected {label_dir / (path.stem + label_suffix)}{note}; "
+                "restore it or remove the frame"
             )
         seq, number = parsed
-        if split == "all" or original_split(seq, number) == split:
+        if keep(seq, number):
             videos.setdefault(seq, []).append(Frame(path.stem, number, path, label))
     if labels:
         stray = sorted(labels.values())
@@ -144,11 +167,7 @@ def build_original(root: Path, split: str, label_set: str | LabelSet | None = No
             f"{len(stray)} label files in {label_dir} have no frame in {image_dir} (first: {stray[0].name}); "
             "restore the frames or remove the labels"
         )
-    if not videos:
-        raise VidsegError(f"split {split!r} of {root} is empty: no SEQ_FRAME images of it in {image_dir}")
-    sequences = [run for seq in sorted(videos) for run in split_runs(seq, videos[seq], RAW_FPS)]
-    decoder = LabelDecoder("rgb", tuple(colour for _, colour in codes))
-    return VideoIndex("camvid", root, split, chosen, tuple(sequences), decoder)
+    return videos
 
 
 def parse_name(stem: str) -> tuple[str, int] | None:
@@ -195,25 +214,7 @@ def build_segnet(root: Path, split: str, label_set: str | LabelSet | None = None
             f"present: {present}"
         )
     labels = {path.stem: path for path in list_images(label_dir) if parse_name(path.stem) is not None}
-    videos: dict[str, list[Frame]] = {}
-    for path in list_images(image_dir):
-        parsed = parse_name(path.stem)
-        if parsed is None:
-            continue
-        label = labels.pop(path.stem, None)
-        if label is None:
-            raise VidsegError(
-                f"frame {path} has no label file: expected {label_dir / (path.stem + '.png')} (every frame of a "
-                "CamVid split is labelled); restore it or remove the frame"
-            )
-        seq, number = parsed
-        videos.setdefault(seq, []).append(Frame(path.stem, number, path, label))
-    if labels:
-        stray = sorted(labels.values())
-        raise VidsegError(
-            f"{len(stray)} label files in {label_dir} have no frame in {image_dir} (first: {stray[0].name}); "
-            "restore the frames or remove the labels"
-        )
+    videos = _pair_frames(image_dir, label_dir, labels, ".png", " (every frame of a CamVid split is labelled)")
     if not videos:
         raise VidsegError(f"split {split!r} of {root} is empty: no SEQ_FRAME images in {image_dir}")
     sequences = [run for seq in sorted(videos) for run in split_runs(seq, videos[seq], RAW_FPS)]
