@@ -148,6 +148,15 @@ def test_camvid_missing_and_stray_files_are_named(tmp_path):
 # --------------------------------------------------------------------------------------------------- VSPW
 
 
+def test_camvid_original_release_names_a_frame_without_its_colour_label(tmp_path):
+    tree = make_camvid_tree(tmp_path / "a", original=True)
+    label = next((tree.root / "LabeledApproved_full").glob("0016E5_*_L.png"))
+    label.unlink()
+    frame = label.name.removesuffix("_L.png")
+    with pytest.raises(VidsegError, match=rf"{frame}.png has no label file: expected .*LabeledApproved_full/{frame}_L"):
+        build_index(tree.root, "val")
+
+
 def test_vspw_masks_shift_by_one_with_others_and_255_ignored(vspw):
     index = build_index(vspw.root, "train")
     assert index.layout == "vspw" and index.label_set.num_classes == 124
