@@ -27,6 +27,7 @@ from pathlib import Path
 from vidseg.data.clips import (
     ClipDataset,
     feasible_positions,
+    load_index,
     parse_frame_stride,
     parse_gt_position,
     window_misfit,
@@ -167,15 +168,7 @@ class CityscapesSequences(ClipDataset):
         skip_missing: bool = False,
         cache: str | os.PathLike | None = None,
     ):
-        from vidseg.data.cache import FrameCache  # imported here: vidseg.data.cache imports this module
-
-        frame_cache = None
-        if cache is not None:
-            frame_cache = FrameCache(cache)
-            frame_cache.check(Path(root), split, getattr(transform, "size", None))
-            index = frame_cache.index(split, label_set)
-        else:
-            index = build(Path(root), split, label_set)
+        index, frame_cache = load_index(root, split, "cityscapes", label_set, cache, getattr(transform, "size", None))
         super().__init__(index, num_frames, gt_position, frame_stride, transform, skip_missing, frame_cache)
 
 

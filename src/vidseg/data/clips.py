@@ -395,13 +395,24 @@ def open_dataset(
     must have been prepared from ``root`` for ``split`` at the transform's size. ``dataset.index`` is the
     VideoIndex. Raises as ``build_index`` and ``ClipDataset`` do.
     """
-    frame_cache = None
-    if cache is not None:
-        from vidseg.data.cache import FrameCache  # imported here: vidseg.data.cache imports this module
-
-        frame_cache = FrameCache(cache)
-        frame_cache.check(Path(root), split, getattr(transform, "size", None))
-        index = frame_cache.index(split, label_set)
-    else:
-        index = build_index(root, split, layout=layout, label_set=label_set)
+    index, frame_cache = load_index(root, split, layout, label_set, cache, getattr(transform, "size", None))
     return ClipDataset(index, num_frames, gt_position, frame_stride, transform, skip_missing, frame_cache)
+
+
+def load_index(
+    root: str | os.PathLike,
+    split: str,
+    layout: str | None,
+    label_set: str | LabelSet | None,
+    cache: str | os.PathLike | None,
+    size: tuple[int, int] | None,
+):
+    """The VideoIndex of ``split`` in ``root``, and the FrameCache to read it from (None: the files). A cache
+    must have been prepared from ``root`` for ``split`` at ``size``."""
+    if cache is None:
+        return build_index(root, split, layout=layout, label_set=label_set), None
+    from vidseg.data.cache import FrameCache  # imported here: vidseg.data.cache imports this module
+
+    frame_cache = FrameCache(cache)
+    frame_cache.check(Path(root), split, size)
+    return frame_cache.index(split, label_set), frame_cache
