@@ -461,3 +461,15 @@ def test_sigterm_during_evaluate_leaves_no_temporaries_and_no_results(checkpoint
     terminate_when(process, lambda: predictions.is_dir() and any(predictions.glob("*_pred.png")))
     assert not out.exists() and not out.with_suffix(".md").exists()
     assert not [p for p in tmp_path.rglob(".*") if ".pid" in p.name]
+
+
+def test_synth_stops_on_a_sigterm_whose_exception_was_swallowed(tmp_path, monkeypatch):
+    """The CLI's handler raises Terminated where SIGTERM lands, and a C extension can swallow that exception; the
+    record it leaves still stops synth before the next sequence, and the partial dataset goes."""
+    from vidseg.data import synthcity
+    from vidseg.errors import Terminated, TerminationRequest
+
+    monkeypatch.setattr(TerminationRequest, "requested", True)
+    with pytest.raises(Terminated):
+        synthcity.generate(tmp_path / "synth", sequences=3, frames=2, size=(16, 32), val_sequences=1)
+    assert list(tmp_path.iterdir()) == []

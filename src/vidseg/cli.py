@@ -14,7 +14,7 @@ import signal
 import sys
 
 import vidseg.commands
-from vidseg.errors import Terminated, VidsegError, user_message
+from vidseg.errors import Terminated, TerminationRequest, VidsegError, user_message
 from vidseg.fileio import WRITE_ERRNOS
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -74,6 +74,7 @@ def _terminate_on_sigterm():
     checkpoints, while it trains); return the previous handler, or None where signals cannot be set."""
 
     def terminate(signum, frame):
+        TerminationRequest.requested = True
         raise Terminated()
 
     with contextlib.suppress(ValueError):  # not the main thread

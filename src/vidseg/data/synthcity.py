@@ -46,7 +46,7 @@ from PIL import Image
 from vidseg.config import FRAME_PIXEL_LIMIT
 from vidseg.data.corrupt import CORRUPTIONS, corrupt_image
 from vidseg.data.labels import LABEL_BY_NAME
-from vidseg.errors import VidsegError
+from vidseg.errors import TerminationRequest, VidsegError
 from vidseg.fileio import (
     atomic_write_text,
     check_writable,
@@ -600,7 +600,10 @@ def generate(
                 with ProcessPoolExecutor(max_workers=workers) as pool:
                     results = list(pool.map(_write_sequence, jobs))
             else:
-                results = [_write_sequence(job) for job in jobs]
+                results = []
+                for job in jobs:
+                    TerminationRequest.check()
+                    results.append(_write_sequence(job))
         meta = _metadata(results, seed, (height, width), frames, counts)
         atomic_write_text(partial / "synthcity.json", json.dumps(meta, indent=1))
         if out.exists():
