@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from vidseg.checkpoint import checkpoint_normalization
 from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
 from vidseg.distributed import resolve_device
-from vidseg.errors import VidsegError
+from vidseg.errors import TerminationRequest, VidsegError
 
 if TYPE_CHECKING:
     from vidseg.models import State
@@ -334,6 +334,7 @@ def segment_to_files(
             tqdm(total=source.num_frames, unit="frame", desc=Path(source.name).name, disable=not progress)
         )
         for index, (frame, pts) in enumerate(source.timed_frames()):
+            TerminationRequest.check()
             labels = segmenter.segment_frame(frame)
             size = labels.shape
             if video is not None:
