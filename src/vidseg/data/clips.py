@@ -406,7 +406,7 @@ def load_index(
     label_set: str | LabelSet | None,
     cache: str | os.PathLike | None,
     size: tuple[int, int] | None,
-):
+) -> tuple[VideoIndex, FrameCache | None]:
     """The VideoIndex of ``split`` in ``root``, and the FrameCache to read it from (None: the files). A cache
     must have been prepared from ``root`` for ``split`` at ``size``."""
     if cache is None:
