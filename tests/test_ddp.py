@@ -97,8 +97,8 @@ def test_two_process_ddp_on_cpu(tmp_path, dense_tree):
     _, val_set = build_datasets(config)
     saved = model_from_checkpoint(load_checkpoint(run / "last.pt"))
     single = evaluate_model(saved, val_set, batch_size=2, tc=False, progress=False)
-    assert single["miou"] == pytest.approx(ranks[0]["val"]["miou"], abs=1e-12)
-    assert single["iou"] == ranks[0]["val"]["iou"]
+    assert single.miou == pytest.approx(ranks[0]["val"]["miou"], abs=1e-12)
+    assert single.iou == ranks[0]["val"]["iou"]
 
 
 def pretend_gpus(monkeypatch, count: int) -> None:

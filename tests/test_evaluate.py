@@ -17,6 +17,7 @@ from vidseg.data.transforms import MEAN, STD, normalize
 from vidseg.evaluate import evaluate_model, resolve_protocol, results_markdown
 from vidseg.metrics import ConfusionMatrix
 from vidseg.models import build_model
+from vidseg.results import Figures
 
 IGNORE = 255
 NAMES_19 = [label.name for label in sorted(LABELS, key=lambda l: l.train_id) if label.train_id != 255]
@@ -60,14 +61,12 @@ def reference(pred: np.ndarray, target: np.ndarray, num_classes: int, ignored=(I
     }
 
 
-def assert_figures(found: dict, expected: dict, names) -> None:
-    assert found["pixels"] == expected["pixels"]
+def assert_figures(found: Figures, expected: dict, names) -> None:
+    assert found.pixels == expected["pixels"]
     for key in ("miou", "macc", "aacc"):
-        assert found[key] == pytest.approx(expected[key], abs=1e-12)
+        assert getattr(found, key) == pytest.approx(expected[key], abs=1e-12)
     for name, value in zip(names, expected["iou"]):
-        assert (
-            (found["iou"][name] is None) if math.isnan(value) else found["iou"][name] == pytest.approx(value)
-        )
+        assert (found.iou[name] is None) if math.isnan(value) else found.iou[name] == pytest.approx(value)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_figures_equal_an_independent_computation(dense_dataset):
     # Road (present in every window) wins about half the pixels; the rest keep the random model's classes.
     make_class_win_half_the_pixels(model, dense_dataset[0]["frames"], 0)
     results = evaluate_model(model, dense_dataset, tc=False, progress=False)
-    json.dumps(results, allow_nan=False)
+    json.dumps(results.to_dict(), allow_nan=False)
     preds = clip_predictions(model, dense_dataset)
     samples = [dense_dataset[i] for i in range(len(dense_dataset))]
     labels = np.stack([s["labels"].numpy() for s in samples])
@@ -97,24 +96,23 @@ def test_figures_equal_an_independent_computation(dense_dataset):
     # A one-class prediction would leave most per-class figures 0 or undefined and hide mistakes in them.
     predicted, right = predicted_classes(preds[:, -1], labels[:, -1])
     assert len(predicted) >= 2 and len(right) >= 2, (predicted, right)
-    assert sum(1 for value in results["iou"].values() if value) >= 2
-    assert results["windows"] == len(samples) and results["frames_per_window"] == 4
-    assert_figures(results, reference(preds[:, -1], labels[:, -1], 19), NAMES_19)
-    assert results["headline"] == {"mIoU": results["miou"], "mAcc": results["macc"]}
-    assert results["all_frames"]["frames"] == labels.shape[0] * 4
-    assert_figures(results["all_frames"], reference(preds, labels, 19), NAMES_19)
-    assert results["per_position"]["mode"] == "labelled"
+    assert sum(1 for value in results.iou.values() if value) >= 2
+    assert results.windows == len(samples) and results.frames_per_window == 4
+    assert_figures(results.scored, reference(preds[:, -1], labels[:, -1], 19), NAMES_19)
+    assert results.headline == {"mIoU": results.miou, "mAcc": results.macc}
+    assert results.all_frames is not None and results.all_frames.frames == labels.shape[0] * 4
+    assert_figures(results.all_frames, reference(preds, labels, 19), NAMES_19)
+    assert results.per_position is not None and results.per_position.mode == "labelled"
     for position in range(4):
         expected = reference(preds[:, position], labels[:, position], 19)["miou"]
-        assert results["per_position"]["miou"][position] == pytest.approx(expected)
+        assert results.per_position.miou[position] == pytest.approx(expected)
     # The tree's corruption codes are frame % 3 with names clean, noise, dark.
-    corruption = results["corruption"]
-    assert_figures(corruption["clean"], reference(preds[codes == 0], labels[codes == 0], 19), NAMES_19)
-    assert_figures(corruption["corrupted"], reference(preds[codes > 0], labels[codes > 0], 19), NAMES_19)
-    assert set(corruption["types"]) == {"noise", "dark"}
-    assert_figures(
-        corruption["types"]["dark"], reference(preds[codes == 2], labels[codes == 2], 19), NAMES_19
-    )
+    corruption = results.corruption
+    assert corruption is not None
+    assert_figures(corruption.clean, reference(preds[codes == 0], labels[codes == 0], 19), NAMES_19)
+    assert_figures(corruption.corrupted, reference(preds[codes > 0], labels[codes > 0], 19), NAMES_19)
+    assert set(corruption.types) == {"noise", "dark"}
+    assert_figures(corruption.types["dark"], reference(preds[codes == 2], labels[codes == 2], 19), NAMES_19)
     markdown = results_markdown(results)
     assert "| corruption: dark |" in markdown and "| sky |" in markdown
 
@@ -156,8 +154,8 @@ def test_report_protocol_end_to_end_counts_void(dense_tree):
     preds = np.stack(clip_predictions(model, dataset))
     labels = np.stack([dataset[i]["labels"].numpy() for i in range(len(dataset))])
     assert (labels[:, -1] == 19).any(), "the tree paints void labelIds"
-    assert_figures(results, reference(preds[:, -1], labels[:, -1], 20), [*NAMES_19, "void"])
-    assert results["headline"]["mAcc"] == results["aacc"]  # the report's mAcc is pixel accuracy
+    assert_figures(results.scored, reference(preds[:, -1], labels[:, -1], 20), [*NAMES_19, "void"])
+    assert results.headline["mAcc"] == results.aacc  # the report's mAcc is pixel accuracy
 
 
 def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
@@ -165,8 +163,9 @@ def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
     dataset = torch.utils.data.Subset(windows, range(3))
     model = tiny_model("vanilla-cgru-small-shallow", 19)
     results = evaluate_model(model, dataset, per_position="auto", tc=False, progress=False)
-    position = results["per_position"]
-    assert position["mode"] == "context" and len(position["miou"]) == 3 and position["frames"] == [3, 3, 3]
+    position = results.per_position
+    assert position is not None
+    assert position.mode == "context" and len(position.miou) == 3 and position.frames == [3, 3, 3]
     with torch.no_grad():
         for seen in (1, 2, 3):
             preds, labels = [], []
@@ -176,9 +175,9 @@ def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
                 preds.append(logits.argmax(dim=0).numpy())
                 labels.append(sample["labels"][-1].numpy())
             expected = reference(np.stack(preds), np.stack(labels), 19)["miou"]
-            assert position["miou"][seen - 1] == pytest.approx(expected)
-    assert position["miou"][-1] == pytest.approx(results["miou"])
-    assert len(set(position["miou"])) > 1, "a recurrent model should depend on how much it has seen"
+            assert position.miou[seen - 1] == pytest.approx(expected)
+    assert position.miou[-1] == pytest.approx(results.miou)
+    assert len(set(position.miou)) > 1, "a recurrent model should depend on how much it has seen"
 
     per_frame = evaluate_model(
         tiny_model("vanilla-none-small-shallow", 19),
@@ -187,7 +186,7 @@ def test_per_position_context_equals_runs_on_window_suffixes(cityscapes_tree):
         tc=False,
         progress=False,
     )
-    assert per_frame["per_position"]["miou"] == [per_frame["miou"]] * 3
+    assert per_frame.per_position is not None and per_frame.per_position.miou == [per_frame.miou] * 3
 
 
 class StaticWindows(torch.utils.data.Dataset):
@@ -234,7 +233,8 @@ class StaticWindows(torch.utils.data.Dataset):
 
 def test_tc_is_one_on_a_static_scene_and_keys_are_documented():
     results = evaluate_model(tiny_model("vanilla-none-small-shallow", 19), StaticWindows(), progress=False)
-    assert results["tc"] == 1.0 and results["tc_pairs"] == 2 * 2
+    assert results.tc == 1.0 and results.tc_pairs == 2 * 2
+    saved = results.to_dict()
     for key in (
         "miou",
         "macc",
@@ -247,11 +247,12 @@ def test_tc_is_one_on_a_static_scene_and_keys_are_documented():
         "mvc_16",
         "classes",
     ):
-        assert key in results
-    assert math.isfinite(results["miou"]) and math.isfinite(results["aacc"])
-    assert len(results["per_position"]["miou"]) == 3
-    assert "all_frames" not in results and "corruption" not in results
-    assert results["mvc_8"] is None and results["mvc_runs"] == {"8": 0, "16": 0}
+        assert key in saved
+    assert results.miou is not None and math.isfinite(results.miou)
+    assert results.aacc is not None and math.isfinite(results.aacc)
+    assert results.per_position is not None and len(results.per_position.miou) == 3
+    assert "all_frames" not in saved and "corruption" not in saved
+    assert results.mvc_8 is None and results.mvc_runs == {"8": 0, "16": 0}
 
 
 def test_mvc_over_fully_labelled_windows():
@@ -267,9 +268,9 @@ def test_mvc_over_fully_labelled_windows():
             truth_constant = np.all(truth == truth[0], axis=0) & (truth[0] != IGNORE)
             right_throughout = np.all(guess == truth[0], axis=0)
             scores.append(np.sum(truth_constant & right_throughout) / truth_constant.sum())
-    assert results["mvc_runs"] == {"8": 4, "16": 0}
+    assert results.mvc_runs == {"8": 4, "16": 0}
     assert 0 < np.mean(scores) < 1
-    assert results["mvc_8"] == pytest.approx(np.mean(scores)) and results["mvc_16"] is None
+    assert results.mvc_8 == pytest.approx(np.mean(scores)) and results.mvc_16 is None
 
 
 def test_save_predictions_writes_official_label_id_pngs(cityscapes_tree, tmp_path):
@@ -314,7 +315,7 @@ def _rank_main(rank: int, world: int, port: int, root: str, weights: str, out: s
         subset = torch.utils.data.Subset(dataset, range(3))  # odd: ranks get 2 and 1 windows
         results = evaluate_model(model, subset, per_position="context", progress=False)
         with open(f"{out}/rank{rank}.json", "w") as f:
-            json.dump(results, f)
+            json.dump(results.to_dict(), f)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -338,7 +339,7 @@ def test_two_ranks_return_identical_figures_equal_to_one_process(cityscapes_tree
     dataset = CityscapesSequences(cityscapes_tree.root, "val", num_frames=3, gt_position="last")
     single = evaluate_model(
         model, torch.utils.data.Subset(dataset, range(3)), per_position="context", progress=False
-    )
+    ).to_dict()
     assert first == second
     assert first["windows"] == 3 and first["per_position"]["frames"] == [3, 3, 3]
     for key in ("miou", "macc", "aacc", "pixels", "tc_pairs", "tc"):

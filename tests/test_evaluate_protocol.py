@@ -161,19 +161,19 @@ def miou(pred: np.ndarray, target: np.ndarray, num_classes: int = 19) -> float:
 def test_stream_scores_every_labelled_frame_once_at_label_resolution(long_tree, name):
     model = tiny_model(name)
     results = evaluate_model(model, dataset_of(long_tree.root), tc=False, progress=False)
-    assert results["mode"] == "stream" and results["score_at"] == "labels"
-    assert results["sequences"] == 2 and results["frames_scored"] == 2 * FRAMES
-    assert results["pixels"] == 2 * FRAMES * LABEL_SIZE[0] * LABEL_SIZE[1] - np.sum(
+    assert results.mode == "stream" and results.score_at == "labels"
+    assert results.sequences == 2 and results.frames_scored == 2 * FRAMES
+    assert results.scored.pixels == 2 * FRAMES * LABEL_SIZE[0] * LABEL_SIZE[1] - np.sum(
         targets_of(long_tree, [n for names in sequences_of(long_tree).values() for n in names]) == IGNORE
     )
     preds, targets = [], []
     for names in sequences_of(long_tree).values():
         preds.append(stream_predictions(model, frames_of(long_tree, names)))
         targets.append(targets_of(long_tree, names))
-    assert results["miou"] == pytest.approx(miou(np.concatenate(preds), np.concatenate(targets)), abs=1e-12)
+    assert results.miou == pytest.approx(miou(np.concatenate(preds), np.concatenate(targets)), abs=1e-12)
 
     windows = evaluate_model(model, dataset_of(long_tree.root), mode="windows", tc=False, progress=False)
-    assert windows["mode"] == "windows" and windows["frames_scored"] == 2 * (FRAMES - 3), (
+    assert windows.mode == "windows" and windows.frames_scored == 2 * (FRAMES - 3), (
         "4-frame windows leave out the first 3 frames of each sequence"
     )
 
@@ -186,8 +186,8 @@ def test_working_size_scoring_is_an_option_and_differs(long_tree):
     labels = evaluate_model(model, dataset_of(long_tree.root), tc=False, progress=False)
     names = [n for names in sequences_of(long_tree).values() for n in names]
     downsampled = resize_labels(torch.from_numpy(targets_of(long_tree, names)), WORKING)
-    assert working["score_at"] == "working" and working["pixels"] == int((downsampled != IGNORE).sum())
-    assert working["miou"] != pytest.approx(labels["miou"], abs=1e-4)
+    assert working.score_at == "working" and working.scored.pixels == int((downsampled != IGNORE).sum())
+    assert working.miou != pytest.approx(labels.miou, abs=1e-4)
 
 
 def test_per_position_means_frames_of_context_on_the_same_frames(long_tree):
@@ -195,10 +195,11 @@ def test_per_position_means_frames_of_context_on_the_same_frames(long_tree):
     dataset = dataset_of(long_tree.root, num_frames=context)
     temporal = tiny_model("vanilla-crnn-small-shallow")
     results = evaluate_model(temporal, dataset, per_position="auto", tc=False, progress=False)
-    position = results["per_position"]
+    position = results.per_position
+    assert position is not None
     anchors = [t for t in range(FRAMES) if t % context == context - 1]  # 3, 7, 11, 15
-    assert position["mode"] == "context" and position["every"] == context
-    assert position["frames"] == [2 * len(anchors)] * context
+    assert position.mode == "context" and position.every == context
+    assert position.frames == [2 * len(anchors)] * context
     sequences = list(sequences_of(long_tree).values())
     with torch.no_grad():
         for seen in range(1, context + 1):
@@ -209,18 +210,19 @@ def test_per_position_means_frames_of_context_on_the_same_frames(long_tree):
                     logits = temporal(frames[None, t - seen + 1 : t + 1])[0][0, -1:]
                     preds.append(upsampled_argmax(logits)[0])
                     targets.append(targets_of(long_tree, [names[t]])[0])
-            assert position["miou"][seen - 1] == pytest.approx(miou(np.stack(preds), np.stack(targets)), abs=1e-12)
+            assert position.miou[seen - 1] == pytest.approx(miou(np.stack(preds), np.stack(targets)), abs=1e-12)
         streamed = [stream_predictions(temporal, frames_of(long_tree, names))[anchors] for names in sequences]
         anchor_targets = [targets_of(long_tree, [names[t] for t in anchors]) for names in sequences]
-    assert position["stream_miou"] == pytest.approx(
+    assert position.stream_miou == pytest.approx(
         miou(np.concatenate(streamed), np.concatenate(anchor_targets)), abs=1e-12
     )
-    assert len(set(position["miou"])) > 1, "a recurrent model depends on how much it has seen"
+    assert len(set(position.miou)) > 1, "a recurrent model depends on how much it has seen"
 
     per_frame = evaluate_model(
         tiny_model("vanilla-none-small-shallow"), dataset, per_position="context", tc=False, progress=False
-    )["per_position"]
-    assert per_frame["miou"] == [per_frame["stream_miou"]] * context, "a per-frame model ignores its context"
+    ).per_position
+    assert per_frame is not None
+    assert per_frame.miou == [per_frame.stream_miou] * context, "a per-frame model ignores its context"
 
 
 def video_consistency(targets: np.ndarray, preds: np.ndarray, n: int) -> list[float]:
@@ -237,24 +239,24 @@ def video_consistency(targets: np.ndarray, preds: np.ndarray, n: int) -> list[fl
 def test_mvc_runs_over_whole_sequences(long_tree):
     model = tiny_model("vanilla-crnn-small-shallow")
     results = evaluate_model(model, dataset_of(long_tree.root), tc=True, progress=False)
-    assert results["mvc_runs"] == {"8": 2 * (FRAMES - 7), "16": 2 * (FRAMES - 15)}
-    assert results["tc_pairs"] == 2 * (FRAMES - 1)
+    assert results.mvc_runs == {"8": 2 * (FRAMES - 7), "16": 2 * (FRAMES - 15)}
+    assert results.tc_pairs == 2 * (FRAMES - 1)
     scores: dict[int, list[float]] = {8: [], 16: []}
     for names in sequences_of(long_tree).values():
         preds = stream_predictions(model, frames_of(long_tree, names))
         for n in scores:
             scores[n] += video_consistency(targets_of(long_tree, names), preds, n)
     assert 0 < np.mean(scores[16]) < 1
-    assert results["mvc_8"] == pytest.approx(np.mean(scores[8]))
-    assert results["mvc_16"] == pytest.approx(np.mean(scores[16]))
+    assert results.mvc_8 == pytest.approx(np.mean(scores[8]))
+    assert results.mvc_16 == pytest.approx(np.mean(scores[16]))
 
 
 def test_sparse_cityscapes_keeps_its_windows(cityscapes_tree):
     dataset = open_dataset(cityscapes_tree.root, "val", num_frames=3, gt_position="last", transform=ClipTransform())
     results = evaluate_model(tiny_model("vanilla-none-small-shallow"), dataset, tc=False, progress=False)
-    assert results["mode"] == "windows" and results["windows"] == len(cityscapes_tree.annotated["val"])
-    assert results["frames_scored"] == results["windows"]
-    assert results["per_position"]["mode"] == "context"
+    assert results.mode == "windows" and results.windows == len(cityscapes_tree.annotated["val"])
+    assert results.frames_scored == results.windows
+    assert results.per_position is not None and results.per_position.mode == "context"
 
 
 def test_each_figure_is_printed_once(long_tree):
@@ -267,7 +269,8 @@ def test_each_figure_is_printed_once(long_tree):
     assert len(columns) == len(set(columns)) and {"mIoU", "mAcc", "aAcc"} <= set(columns)
     values = [cell.strip() for cell in row.strip("|").split("|")]
     shown = dict(zip(columns, values))
-    assert shown["mAcc"] == f"{100 * results['macc']:.2f}" and shown["aAcc"] == f"{100 * results['aacc']:.2f}"
+    assert results.macc is not None and results.aacc is not None
+    assert shown["mAcc"] == f"{100 * results.macc:.2f}" and shown["aAcc"] == f"{100 * results.aacc:.2f}"
     assert shown["frames"] == str(2 * FRAMES) and "streamed from its start" in markdown
 
 
@@ -285,16 +288,17 @@ def test_corrupted_stream_is_scored_per_corruption_type(long_tree):
         targets.append(targets_of(long_tree, names))
         codes += [corruption.draw(name)[0] for name in names]
     preds, targets, codes = np.concatenate(preds), np.concatenate(targets), np.array(codes)
-    assert results["miou"] == pytest.approx(miou(preds, targets), abs=1e-12)
-    groups = results["corruption"]
-    assert groups["clean"]["miou"] == pytest.approx(miou(preds[codes == 0], targets[codes == 0]), abs=1e-12)
-    assert groups["corrupted"]["miou"] == pytest.approx(miou(preds[codes > 0], targets[codes > 0]), abs=1e-12)
-    assert set(groups["types"]) == {CORRUPTIONS[code] for code in codes if code}
+    assert results.miou == pytest.approx(miou(preds, targets), abs=1e-12)
+    groups = results.corruption
+    assert groups is not None
+    assert groups.clean.miou == pytest.approx(miou(preds[codes == 0], targets[codes == 0]), abs=1e-12)
+    assert groups.corrupted.miou == pytest.approx(miou(preds[codes > 0], targets[codes > 0]), abs=1e-12)
+    assert set(groups.types) == {CORRUPTIONS[code] for code in codes if code}
     for code in set(codes.tolist()) - {0}:
         chosen = codes == code
-        assert groups["types"][CORRUPTIONS[code]]["miou"] == pytest.approx(miou(preds[chosen], targets[chosen]))
+        assert groups.types[CORRUPTIONS[code]].miou == pytest.approx(miou(preds[chosen], targets[chosen]))
     clean = evaluate_model(model, dataset_of(long_tree.root), tc=False, progress=False)
-    assert "corruption" not in clean and clean["miou"] != pytest.approx(results["miou"], abs=1e-6)
+    assert clean.corruption is None and clean.miou != pytest.approx(results.miou, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------ the official evaluator
@@ -386,7 +390,7 @@ def _stream_rank(rank: int, world: int, port: int, root: str, weights: str, out:
         model.load_state_dict(torch.load(weights))
         results = evaluate_model(model.eval(), dataset_of(root), progress=False)
         with open(f"{out}/rank{rank}.json", "w") as f:
-            json.dump(results, f)
+            json.dump(results.to_dict(), f)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -405,7 +409,7 @@ def test_two_ranks_stream_whole_sequences_with_the_figures_of_one_process(long_t
     )
     first = json.loads((tmp_path / "rank0.json").read_text())
     second = json.loads((tmp_path / "rank1.json").read_text())
-    single = evaluate_model(model, dataset_of(long_tree.root), progress=False)
+    single = evaluate_model(model, dataset_of(long_tree.root), progress=False).to_dict()
     assert first == second and first["sequences"] == 2 and first["frames_scored"] == 2 * FRAMES
     for key in ("miou", "aacc", "pixels", "tc", "tc_pairs", "mvc_8", "mvc_16", "mvc_runs"):
         assert first[key] == pytest.approx(single[key]), key

@@ -308,8 +308,8 @@ def test_synthcity_recipe_trains_evaluates_and_resumes(tmp_path, synthcity_root)
     # Same layout and precision as in training, so that the figures must agree exactly.
     best_model = model_from_checkpoint(best).to(memory_format=torch.channels_last)
     again = evaluate_model(best_model, val_set, amp="bf16", batch_size=2, tc=False, progress=False)
-    assert again["miou"] == pytest.approx(best_event["miou"], abs=1e-9)
-    assert again["mode"] == "stream" and again["frames_scored"] == 6  # every frame of the 6-frame val sequence
+    assert again.miou == pytest.approx(best_event["miou"], abs=1e-9)
+    assert again.mode == "stream" and again.frames_scored == 6  # every frame of the 6-frame val sequence
 
     # Resume with a larger budget: it continues at step 4 and keeps the run's class weights.
     extended = load_config(run / "config.yaml", ["train.steps=5"])

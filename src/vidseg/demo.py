@@ -281,7 +281,7 @@ def evaluate_run(plan: DemoPlan, run: str) -> dict[str, Any]:
     """Evaluate a run's final checkpoint on every held-out sequence, all frames labelled."""
     checkpoint = load_checkpoint(plan.run_dir(run) / "last.pt")
     model = model_from_checkpoint(checkpoint)
-    results = evaluate_model(model, _val_dataset(plan), tc=True, per_position="labelled", progress=True)
+    results = evaluate_model(model, _val_dataset(plan), tc=True, per_position="labelled", progress=True).to_dict()
     atomic_write_text(plan.run_dir(run) / "evaluation.json", json.dumps(results, indent=1))
     return results
 

@@ -30,15 +30,14 @@ Protocols (the ``protocol`` argument):
   ground-truth 255 on a labelled frame is read as void.
 
 All figures are fractions in [0, 1]; a figure that is undefined (no pixels, no pairs, sequences too short) is
-None in the returned dict.
+None in the returned results.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -63,6 +62,7 @@ from vidseg.data.transforms import denormalize, normalize, resize_frames, resize
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
+from vidseg.results import CorruptionFigures, EvaluationResults, Figures, PerPosition
 
 if TYPE_CHECKING:
     from vidseg.models import RecurrentUNet
@@ -160,8 +160,9 @@ def evaluate_model(
     prediction_size: tuple[int, int] | None = None,
     label_set=None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset`` (see the module docstring for modes) and return JSON-serialisable results.
+) -> EvaluationResults:
+    """Evaluate ``model`` on ``dataset`` (see the module docstring for modes) and return its results
+    (``vidseg.results.EvaluationResults``; ``to_dict()`` is the JSON form).
 
     Under torch.distributed each rank evaluates the windows (or whole sequences) ``rank, rank + world, ...``
     (none padded or repeated) and all counts are summed over ranks, so every rank returns the same figures.
@@ -192,9 +193,9 @@ def evaluate_model(
         progress: show a progress bar (rank 0 only).
 
     Returns:
-        ``mode``, ``score_at``, ``frames_scored``; ``miou``, ``macc``, ``aacc``, ``iou`` / ``acc`` (per class
-        name) and ``pixels`` over the scored frames (stream: every labelled frame; windows: the annotated
-        frames); ``headline`` (``mIoU``, and ``mAcc`` as the protocol defines it); ``corruption`` (clean /
+        as attributes: ``mode``, ``score_at``, ``frames_scored``; ``miou``, ``macc``, ``aacc``, ``iou`` / ``acc``
+        (per class name) and ``scored.pixels`` over the scored frames (stream: every labelled frame; windows: the
+        annotated frames); ``headline`` (``mIoU``, and ``mAcc`` as the protocol defines it); ``corruption`` (clean /
         corrupted / per type) where frames are corrupted; ``per_position`` (unless off); ``tc``; ``mvc_8`` and
         ``mvc_16``; counts. Windows also give ``windows``, ``annotated_frames`` and ``all_frames`` (every
         labelled frame of every window) where windows carry more than the annotated label; stream gives
@@ -276,9 +277,7 @@ def evaluate_model(
 
     meters.all_reduce()
     expected = num_sequences if mode == "stream" else len(dataset)
-    results = meters.results(label_set, per_position, mode, expected)
-    results["score_at"] = scored_at
-    return results
+    return meters.results(label_set, per_position, mode, expected, scored_at)
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -548,8 +547,7 @@ class _Meters:
         self.context_stream = self._matrix()  # stream mode: the context anchors as the full stream saw them
         # One matrix per corruption index seen; grown on demand and agreed on across ranks in all_reduce.
         self.by_corruption: list[ConfusionMatrix] = []
-        # scored frames, labelled frames, windows or sequences, frames per position, frames per context length
-        self.counts = torch.zeros(3 + 2 * num_frames, dtype=torch.int64)
+        self.counts = _Counts.zeros(num_frames)
         self.tc = TemporalConsistency(num_model_classes) if tc else None
         self.vc = VideoConsistency(VC_RUN_LENGTHS)
         self.small = max(num_model_classes, spec.num_classes) < IGNORE_INDEX
@@ -571,10 +569,10 @@ class _Meters:
         for index, matrix in enumerate(self.by_corruption):
             chosen = labelled & (corruption == index)
             matrix.update(preds[chosen], targets[chosen])
-        self.counts[0] += int(annotated_ok.sum())
-        self.counts[1] += int(labelled.sum())
-        self.counts[2] += batch_size
-        self.counts[3 : 3 + num_frames] += labelled.sum(dim=0).cpu()
+        self.counts.scored_frames += int(annotated_ok.sum())
+        self.counts.labelled_frames += int(labelled.sum())
+        self.counts.units += batch_size
+        self.counts.by_position += labelled.sum(dim=0).cpu()
         fully_labelled = labelled.all(dim=1)
         for clip in range(batch_size):
             if fully_labelled[clip]:
@@ -596,7 +594,7 @@ class _Meters:
                 seen = preds[clip, index].expand(index + 1, *preds.shape[2:])
             for frames_seen_minus_one in range(index + 1):
                 self.by_context[frames_seen_minus_one].update(seen[frames_seen_minus_one], targets[clip, index])
-                self.counts[3 + self.num_frames + frames_seen_minus_one] += 1
+                self.counts.by_context[frames_seen_minus_one] += 1
 
     def _check_codes(self, names, corruption: torch.Tensor) -> None:
         if bool((corruption < 0).any()):
@@ -610,7 +608,7 @@ class _Meters:
     # --- stream
 
     def start_sequence(self) -> None:
-        self.counts[2] += 1
+        self.counts.units += 1
         self._previous = None
         self._run.clear()
 
@@ -633,8 +631,8 @@ class _Meters:
         self._grow_corruption(code + 1)
         self.scored.update(pred, target)
         self.by_corruption[code].update(pred, target)
-        self.counts[0] += 1
-        self.counts[1] += 1
+        self.counts.scored_frames += 1
+        self.counts.labelled_frames += 1
         dtype = torch.uint8 if self.small else torch.int64
         self._run.append((target.to(dtype), pred.to(dtype)))
         self.vc.update_last_runs(
@@ -650,7 +648,7 @@ class _Meters:
             seen = pred.expand(count, *pred.shape)
         for k in range(count):
             self.by_context[k].update(seen[k], target)
-            self.counts[3 + self.num_frames + k] += 1
+            self.counts.by_context[k] += 1
         self.context_stream.update(pred, target)
 
     # --- totals
@@ -674,7 +672,7 @@ class _Meters:
             *self.by_corruption,
         ]:
             matrix.all_reduce()
-        self.counts = all_reduce_sum(self.counts)
+        self.counts.all_reduce()
         self.vc.all_reduce()
         if self.tc is not None:
             self.tc.all_reduce()
@@ -682,19 +680,20 @@ class _Meters:
     def _corruption_name(self, index: int) -> str:
         return self.corruption_names[index] if index < len(self.corruption_names) else f"corruption {index}"
 
-    def _figures(self, matrix: ConfusionMatrix) -> dict[str, Any]:
-        figures = matrix.compute()
+    def _figures(self, matrix: ConfusionMatrix, frames: int | None = None) -> Figures:
+        figures = nan_to_none(matrix.compute())
         names = self.spec.class_names
-        return {
-            "miou": figures["miou"],
-            "macc": figures["macc"],
-            "aacc": figures["aacc"],
-            "iou": dict(zip(names, figures["iou"])),
-            "acc": dict(zip(names, figures["acc"])),
-            "pixels": figures["pixels"],
-        }
+        return Figures(
+            miou=figures["miou"],
+            macc=figures["macc"],
+            aacc=figures["aacc"],
+            iou=dict(zip(names, figures["iou"])),
+            acc=dict(zip(names, figures["acc"])),
+            pixels=figures["pixels"],
+            frames=frames,
+        )
 
-    def _corruption_figures(self) -> dict[str, Any]:
+    def _corruption_figures(self) -> CorruptionFigures:
         types = {
             self._corruption_name(index): self._figures(matrix)
             for index, matrix in enumerate(self.by_corruption)
@@ -703,59 +702,90 @@ class _Meters:
         corrupted = ConfusionMatrix(self.spec.num_classes, num_pred_classes=self.spec.num_pred_classes)
         for matrix in self.by_corruption[1:]:
             corrupted.merge(matrix)
-        return {"clean": self._figures(self.by_corruption[0]), "corrupted": self._figures(corrupted), "types": types}
+        clean = self._figures(self.by_corruption[0])
+        return CorruptionFigures(clean=clean, corrupted=self._figures(corrupted), types=types)
 
-    def results(self, label_set, per_position: str, mode: str, expected_units: int) -> dict[str, Any]:
-        counts = self.counts.tolist()
-        scored_frames, labelled_frames, units = counts[:3]
+    def _per_position(self, per_position: str, mode: str) -> PerPosition:
+        if per_position == "context":
+            matrices, frames = self.by_context, self.counts.by_context
+        else:
+            matrices, frames = self.by_position, self.counts.by_position
+        stream = mode == "stream"
+        return PerPosition(
+            mode=per_position,
+            frames_seen=list(range(1, self.num_frames + 1)),
+            miou=[nan_to_none(matrix.compute()["miou"]) for matrix in matrices],
+            frames=frames.tolist(),
+            # Stream mode: the same frames as the stream scored them, having seen their whole sequence up to them.
+            every=self.num_frames if stream else None,
+            stream_miou=nan_to_none(self.context_stream.compute()["miou"]) if stream else None,
+        )
+
+    def results(
+        self, label_set, per_position: str, mode: str, expected_units: int, score_at: str
+    ) -> EvaluationResults:
+        scored_frames = int(self.counts.scored_frames)
+        labelled_frames = int(self.counts.labelled_frames)
+        units = int(self.counts.units)
         unit = "sequences" if mode == "stream" else "windows"
         if units != expected_units:
             raise RuntimeError(f"evaluated {units} {unit} of {expected_units}: ranks lost or repeated {unit}")
         scored = self._figures(self.scored)
-        results: dict[str, Any] = {
-            "mode": mode,
-            "protocol": self.spec.name,
-            "label_set": _label_set_name(label_set),
-            "classes": list(self.spec.class_names),
-            "frames_scored": scored_frames,
-            unit: units,
-        }
-        if mode == "windows":
-            results.update(frames_per_window=self.num_frames, annotated_frames=scored_frames)
-        results.update(scored)
-        results["headline"] = {
-            "mIoU": scored["miou"],
-            # The report's "mAcc" is pixel accuracy; the standard one is the mean of per-class recalls.
-            "mAcc": scored["aacc"] if self.spec.name == "report" else scored["macc"],
-        }
-        if mode == "windows" and labelled_frames > scored_frames:
-            results["all_frames"] = {"frames": labelled_frames, **self._figures(self.all_frames)}
-        if (mode == "stream" or labelled_frames > scored_frames) and any(
-            matrix.total > 0 for matrix in self.by_corruption[1:]
-        ):
-            results["corruption"] = self._corruption_figures()
-        if per_position != "off":
-            if per_position == "context":
-                matrices, frames = self.by_context, counts[3 + self.num_frames :]
-            else:
-                matrices, frames = self.by_position, counts[3 : 3 + self.num_frames]
-            results["per_position"] = {
-                "mode": per_position,
-                "frames_seen": list(range(1, self.num_frames + 1)),
-                "miou": [matrix.compute()["miou"] for matrix in matrices],
-                "frames": frames,
-            }
-            if mode == "stream":
-                # The same frames as the stream scored them, having seen their whole sequence up to them.
-                results["per_position"]["every"] = self.num_frames
-                results["per_position"]["stream_miou"] = self.context_stream.compute()["miou"]
-        results["tc"] = self.tc.compute() if self.tc is not None else math.nan
-        results["tc_pairs"] = self.tc.pairs if self.tc is not None else 0
+        windows = mode == "windows"
         vc = self.vc.compute()
-        for run_length in VC_RUN_LENGTHS:
-            results[f"mvc_{run_length}"] = vc[run_length]
-        results["mvc_runs"] = {str(n): count for n, count in self.vc.runs().items()}
-        return nan_to_none(results)
+        return EvaluationResults(
+            mode=mode,
+            protocol=self.spec.name,
+            label_set=_label_set_name(label_set),
+            classes=list(self.spec.class_names),
+            frames_scored=scored_frames,
+            scored=scored,
+            headline={
+                "mIoU": scored.miou,
+                # The report's "mAcc" is pixel accuracy; the standard one is the mean of per-class recalls.
+                "mAcc": scored.aacc if self.spec.name == "report" else scored.macc,
+            },
+            tc=nan_to_none(self.tc.compute()) if self.tc is not None else None,
+            tc_pairs=self.tc.pairs if self.tc is not None else 0,
+            mvc_8=nan_to_none(vc[8]),
+            mvc_16=nan_to_none(vc[16]),
+            mvc_runs={str(n): count for n, count in self.vc.runs().items()},
+            score_at=score_at,
+            sequences=None if windows else units,
+            windows=units if windows else None,
+            frames_per_window=self.num_frames if windows else None,
+            annotated_frames=scored_frames if windows else None,
+            all_frames=self._figures(self.all_frames, labelled_frames)
+            if windows and labelled_frames > scored_frames
+            else None,
+            corruption=self._corruption_figures()
+            if (not windows or labelled_frames > scored_frames)
+            and any(matrix.total > 0 for matrix in self.by_corruption[1:])
+            else None,
+            per_position=None if per_position == "off" else self._per_position(per_position, mode),
+        )
+
+
+@dataclass
+class _Counts:
+    """Frame and unit counts of one evaluation, summed over ranks by ``all_reduce`` (one call per field)."""
+
+    scored_frames: torch.Tensor  # [1] frames scored: annotated (windows) or labelled (stream)
+    labelled_frames: torch.Tensor  # [1] labelled frames seen, annotated ones included
+    units: torch.Tensor  # [1] windows or sequences evaluated
+    by_position: torch.Tensor  # [T] labelled frames at each window position
+    by_context: torch.Tensor  # [T] frames segmented after seeing k = 1 ... T frames
+
+    @classmethod
+    def zeros(cls, num_frames: int) -> _Counts:
+        def count(size: int) -> torch.Tensor:
+            return torch.zeros(size, dtype=torch.int64)
+
+        return cls(count(1), count(1), count(1), count(num_frames), count(num_frames))
+
+    def all_reduce(self) -> None:
+        for field in fields(self):
+            setattr(self, field.name, all_reduce_sum(getattr(self, field.name)))
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -765,51 +795,49 @@ def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
-def results_markdown(results: dict[str, Any], title: str | None = None) -> str:
+def results_markdown(results: EvaluationResults, title: str | None = None) -> str:
     """Render ``evaluate_model`` results as Markdown tables (figures in percent, "–" where undefined).
 
     Every figure appears once: mAcc is the mean class accuracy and aAcc the pixel accuracy (which the report
     protocol calls "mAcc"; a note says so).
     """
     lines = [f"## {title}", ""] if title else []
-    mode = results.get("mode", "windows")
+    mode = results.mode
     if mode == "stream":
-        scored = f"{results['frames_scored']} frames of {results['sequences']} sequences, each streamed from its start"
+        scored = f"{results.frames_scored} frames of {results.sequences} sequences, each streamed from its start"
     else:
         scored = (
-            f"{results['frames_scored']} annotated frames of {results['windows']} windows of "
-            f"{results['frames_per_window']} frames"
+            f"{results.frames_scored} annotated frames of {results.windows} windows of "
+            f"{results.frames_per_window} frames"
         )
-    where = {"labels": "at the label files' resolution", "working": "at the working size"}.get(
-        results.get("score_at", ""), ""
-    )
+    where = {"labels": "at the label files' resolution", "working": "at the working size"}.get(results.score_at, "")
     lines += [f"Scored: {scored}, {where}.".replace(", .", "."), ""]
     lines += [
         "| protocol | frames | mIoU | mAcc | aAcc | TC | mVC_8 | mVC_16 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {results['protocol']} ({len(results['classes'])} classes) | {results['frames_scored']} "
-        f"| {_percent(results['miou'])} | {_percent(results['macc'])} | {_percent(results['aacc'])} "
-        f"| {_percent(results['tc'])} | {_percent(results['mvc_8'])} | {_percent(results['mvc_16'])} |",
+        f"| {results.protocol} ({len(results.classes)} classes) | {results.frames_scored} "
+        f"| {_percent(results.miou)} | {_percent(results.macc)} | {_percent(results.aacc)} "
+        f"| {_percent(results.tc)} | {_percent(results.mvc_8)} | {_percent(results.mvc_16)} |",
         "",
     ]
-    if results["protocol"] == "report":
+    if results.protocol == "report":
         lines += ["The report's \"mAcc\" is the pixel accuracy: the aAcc column.", ""]
-    position = results.get("per_position")
+    position = results.per_position
     if position is not None:
-        if position["mode"] != "context":
+        if position.mode != "context":
             what = "the labelled frames at window position k (different frames at each position)"
         elif mode == "stream":
             what = (
-                f"every {position['every']}th frame of a sequence, segmented after seeing only its last k frames; "
+                f"every {position.every}th frame of a sequence, segmented after seeing only its last k frames; "
                 "stream: the same frames as the stream saw them"
             )
         else:
             what = "the annotated frame after seeing only the last k frames"
-        header = [str(k) for k in position["frames_seen"]]
-        miou = [_percent(v) for v in position["miou"]]
-        frames = [str(n) for n in position["frames"]]
-        if "stream_miou" in position:
-            header, miou, frames = header + ["stream"], miou + [_percent(position["stream_miou"])], frames + frames[-1:]
+        header = [str(k) for k in position.frames_seen]
+        miou = [_percent(v) for v in position.miou]
+        frames = [str(n) for n in position.frames]
+        if position.every is not None:
+            header, miou, frames = header + ["stream"], miou + [_percent(position.stream_miou)], frames + frames[-1:]
         lines += [
             f"Per position (mIoU of {what}):",
             "",
@@ -820,22 +848,21 @@ def results_markdown(results: dict[str, Any], title: str | None = None) -> str:
             "",
         ]
     groups = []
-    if "all_frames" in results:
-        groups.append(("all labelled frames", results["all_frames"]))
-    if "corruption" in results:
-        corruption = results["corruption"]
-        groups += [("clean frames", corruption["clean"]), ("corrupted frames", corruption["corrupted"])]
-        groups += [(f"corruption: {name}", figures) for name, figures in corruption["types"].items()]
+    if results.all_frames is not None:
+        groups.append(("all labelled frames", results.all_frames))
+    if results.corruption is not None:
+        corruption = results.corruption
+        groups += [("clean frames", corruption.clean), ("corrupted frames", corruption.corrupted)]
+        groups += [(f"corruption: {name}", figures) for name, figures in corruption.types.items()]
     if groups:
         lines += ["| frames | pixels | mIoU | mAcc | aAcc |", "|---|---:|---:|---:|---:|"]
         lines += [
-            f"| {name} | {g['pixels']} | {_percent(g['miou'])} | {_percent(g['macc'])} | {_percent(g['aacc'])} |"
+            f"| {name} | {g.pixels} | {_percent(g.miou)} | {_percent(g.macc)} | {_percent(g.aacc)} |"
             for name, g in groups
         ]
         lines.append("")
     lines += ["| class | IoU | acc. |", "|---|---:|---:|"]
     lines += [
-        f"| {name} | {_percent(results['iou'][name])} | {_percent(results['acc'][name])} |"
-        for name in results["classes"]
+        f"| {name} | {_percent(results.iou[name])} | {_percent(results.acc[name])} |" for name in results.classes
     ]
     return "\n".join(lines) + "\n"

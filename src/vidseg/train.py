@@ -1028,7 +1028,7 @@ class Trainer:
             score_at=self.config.eval.score_at,
             label_set=self.label_set,
             progress=self.bar is not None and not self.bar.disable,
-        )
+        ).to_dict()
         self.model.train()
         miou = results["miou"]
         improved = miou is not None and miou > progress.best_miou

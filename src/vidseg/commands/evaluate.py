@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from vidseg.choices import AMP_MODES
+from vidseg.config import DataConfig, EvalConfig
 
 HELP = "evaluate a checkpoint: mIoU/mAcc/aAcc, per-position mIoU, temporal consistency; JSON and Markdown"
 DEFAULT_CORRUPT_RATE = 0.3
@@ -18,7 +19,9 @@ DEFAULT_CORRUPT_RATE = 0.3
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .pt file written by `vidseg train`")
     parser.add_argument("--data", help="dataset root (default: data.root of the checkpoint's config)")
-    parser.add_argument("--split", help="split folder (default: data.val_split of the config, else val)")
+    parser.add_argument(
+        "--split", help=f"split folder (default: data.val_split of the config, else {DataConfig().val_split})"
+    )
     parser.add_argument(
         "--layout", help="dataset layout: auto, cityscapes, camvid, vspw or folders (default: data.layout)"
     )
@@ -55,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-frames",
         type=int,
         help="frames per window; in stream mode the context depth of the per-position figures "
-        "(default: eval.num_frames, else 12)",
+        f"(default: eval.num_frames, else {EvalConfig().num_frames})",
     )
     parser.add_argument(
         "--gt-position",
@@ -132,14 +135,16 @@ def run(args: argparse.Namespace) -> int:
     root = args.data or data_config.get("root")
     if root is None:
         raise VidsegError(f"checkpoint {checkpoint_path} stores no data root in its config; pass --data ROOT")
-    split = args.split or data_config.get("val_split", "val")
-    num_frames = args.num_frames or eval_config.get("num_frames", 12)
+    # What the checkpoint's config does not state (an older vidseg wrote fewer keys) takes the config defaults.
+    data_defaults, eval_defaults = DataConfig(), EvalConfig()
+    split = args.split or data_config.get("val_split", data_defaults.val_split)
+    num_frames = args.num_frames or eval_config.get("num_frames", eval_defaults.num_frames)
     gt_position = _parse_gt_position(
-        args.gt_position if args.gt_position is not None else eval_config.get("gt_position", "last")
+        args.gt_position if args.gt_position is not None else eval_config.get("gt_position", eval_defaults.gt_position)
     )
     size = _parse_size(args.size, "--size") if args.size else _config_size(data_config.get("size"))
-    mode = args.mode or eval_config.get("mode", "auto")
-    score_at = args.score_at or eval_config.get("score_at", "labels")
+    mode = args.mode or eval_config.get("mode", eval_defaults.mode)
+    score_at = args.score_at or eval_config.get("score_at", eval_defaults.score_at)
     corruption = _corruption(args, data_config)
     if size is not None:
         from vidseg.config import check_frame_size
@@ -184,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         label_set=dataset.label_set,
         progress=True,
     )
-    results["run"] = {
+    results.run = {
         "checkpoint": str(checkpoint_path),
         "model_name": checkpoint["model_name"],
         "model_label_set": checkpoint.get("label_set"),
@@ -206,12 +211,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     what = f"{root} ({split}{', corrupted' if corruption is not None else ''})"
     table = results_markdown(results, title=f"{checkpoint['model_name']} on {what}")
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(results.to_dict(), indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), table)
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     if args.save_predictions:
-        print(f"wrote {results['frames_scored']} prediction PNGs to {args.save_predictions}")
+        print(f"wrote {results.frames_scored} prediction PNGs to {args.save_predictions}")
     return 0
 
 
