@@ -7,10 +7,81 @@ reads it back. Keys of the JSON are the attribute names; the figures over the sc
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from vidseg.errors import VidsegError
+
+_T = TypeVar("_T")
+
+
+class _Malformed(Exception):
+    """A key of the JSON form is missing or holds the wrong type; ``from_dict`` turns it into a VidsegError."""
+
+    def __init__(self, key: str, expected: str, found: Any = None, missing: bool = False):
+        super().__init__(key)
+        self.key, self.expected, self.found, self.missing = key, expected, found, missing
+
+
+class _Fields:
+    """Typed reads of one JSON object of the results; ``where`` is its key path (``corruption.clean``)."""
+
+    def __init__(self, data: Any, where: str = ""):
+        if not isinstance(data, dict):
+            raise _Malformed(where or "<top level>", "an object", data)
+        self.data, self.where = data, where
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, optional: bool = False) -> Any:
+        if key not in self.data:
+            if optional:
+                return None
+            raise _Malformed(self._path(key), "", missing=True)
+        return self.data[key]
+
+    def figure(self, key: str) -> float | None:
+        return _figure(self.get(key), self._path(key))
+
+    def figure_list(self, key: str) -> list[float | None]:
+        return [_figure(value, self._path(key)) for value in self.items(key)]
+
+    def count(self, key: str) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _Malformed(self._path(key), "a count (an integer >= 0)", value)
+        return value
+
+    def optional_count(self, key: str) -> int | None:
+        return None if self.data.get(key) is None else self.count(key)
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str):
+            raise _Malformed(self._path(key), "a string", value)
+        return value
+
+    def fields(self, key: str) -> _Fields:
+        return _Fields(self.get(key), self._path(key))
+
+    def optional_fields(self, key: str) -> _Fields | None:
+        return None if self.data.get(key) is None else self.fields(key)
+
+    def figures_by_name(self, key: str) -> dict[str, float | None]:
+        inner = _Fields(self.get(key), self._path(key))
+        return {str(name): inner.figure(name) for name in inner.data}
+
+    def items(self, key: str) -> list[Any]:
+        value = self.get(key)
+        if not isinstance(value, list):
+            raise _Malformed(self._path(key), "a list", value)
+        return value
 
 
 @dataclass
@@ -41,15 +112,19 @@ class Figures:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Figures:
+    def from_dict(cls, data: Any, source: str = "results") -> Figures:
+        return _read(cls._read, data, source)
+
+    @classmethod
+    def _read(cls, fields: _Fields) -> Figures:
         return cls(
-            miou=data["miou"],
-            macc=data["macc"],
-            aacc=data["aacc"],
-            iou=dict(data["iou"]),
-            acc=dict(data["acc"]),
-            pixels=int(data["pixels"]),
-            frames=data.get("frames"),
+            miou=fields.figure("miou"),
+            macc=fields.figure("macc"),
+            aacc=fields.figure("aacc"),
+            iou=fields.figures_by_name("iou"),
+            acc=fields.figures_by_name("acc"),
+            pixels=fields.count("pixels"),
+            frames=fields.optional_count("frames"),
         )
 
 
@@ -69,11 +144,16 @@ class CorruptionFigures:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CorruptionFigures:
+    def from_dict(cls, data: Any, source: str = "results") -> CorruptionFigures:
+        return _read(cls._read, data, source)
+
+    @classmethod
+    def _read(cls, fields: _Fields) -> CorruptionFigures:
+        types = fields.fields("types")
         return cls(
-            clean=Figures.from_dict(data["clean"]),
-            corrupted=Figures.from_dict(data["corrupted"]),
-            types={name: Figures.from_dict(figures) for name, figures in data["types"].items()},
+            clean=Figures._read(fields.fields("clean")),
+            corrupted=Figures._read(fields.fields("corrupted")),
+            types={str(name): Figures._read(types.fields(name)) for name in types.data},
         )
 
 
@@ -106,14 +186,19 @@ class PerPosition:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PerPosition:
+    def from_dict(cls, data: Any, source: str = "results") -> PerPosition:
+        return _read(cls._read, data, source)
+
+    @classmethod
+    def _read(cls, fields: _Fields) -> PerPosition:
+        every = fields.optional_count("every")
         return cls(
-            mode=data["mode"],
-            frames_seen=list(data["frames_seen"]),
-            miou=list(data["miou"]),
-            frames=list(data["frames"]),
-            every=data.get("every"),
-            stream_miou=data.get("stream_miou"),
+            mode=fields.text("mode"),
+            frames_seen=_counts(fields, "frames_seen"),
+            miou=fields.figure_list("miou"),
+            frames=_counts(fields, "frames"),
+            every=every,
+            stream_miou=fields.figure("stream_miou") if every is not None else None,
         )
 
 
@@ -208,33 +293,81 @@ class EvaluationResults:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "results") -> EvaluationResults:
-        """Read the JSON form back; a missing key is an error naming ``source`` (e.g. the file) and the key."""
-        try:
-            return cls(
-                mode=data["mode"],
-                protocol=data["protocol"],
-                label_set=data["label_set"],
-                classes=list(data["classes"]),
-                frames_scored=int(data["frames_scored"]),
-                scored=Figures.from_dict({key: data[key] for key in ("miou", "macc", "aacc", "iou", "acc", "pixels")}),
-                headline=dict(data["headline"]),
-                tc=data["tc"],
-                tc_pairs=int(data["tc_pairs"]),
-                mvc_8=data["mvc_8"],
-                mvc_16=data["mvc_16"],
-                mvc_runs=dict(data["mvc_runs"]),
-                score_at=data["score_at"],
-                sequences=data.get("sequences"),
-                windows=data.get("windows"),
-                frames_per_window=data.get("frames_per_window"),
-                annotated_frames=data.get("annotated_frames"),
-                all_frames=Figures.from_dict(data["all_frames"]) if data.get("all_frames") else None,
-                corruption=CorruptionFigures.from_dict(data["corruption"]) if data.get("corruption") else None,
-                per_position=PerPosition.from_dict(data["per_position"]) if data.get("per_position") else None,
-                run=data.get("run"),
-            )
-        except KeyError as error:
-            raise VidsegError(f"{source}: evaluation results lack the key {error.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as error:
-            raise VidsegError(f"{source}: not vidseg evaluation results ({error})") from None
+    def from_dict(cls, data: Any, source: str = "results") -> EvaluationResults:
+        """Read the JSON form back; a missing key or a value of the wrong type is a VidsegError naming ``source``
+        (e.g. the file) and the key."""
+        return _read(cls._read, data, source)
+
+    @classmethod
+    def _read(cls, fields: _Fields) -> EvaluationResults:
+        all_frames = fields.optional_fields("all_frames")
+        corruption = fields.optional_fields("corruption")
+        per_position = fields.optional_fields("per_position")
+        headline = fields.fields("headline")
+        mvc_runs = fields.fields("mvc_runs")
+        classes = fields.items("classes")
+        if not all(isinstance(name, str) for name in classes):
+            raise _Malformed("classes", "a list of class names", classes)
+        run = fields.get("run", optional=True)
+        if run is not None and not isinstance(run, dict):
+            raise _Malformed("run", "an object", run)
+        return cls(
+            mode=fields.text("mode"),
+            protocol=fields.text("protocol"),
+            label_set=fields.text("label_set"),
+            classes=list(classes),
+            frames_scored=fields.count("frames_scored"),
+            scored=Figures._read(fields),
+            headline={str(name): headline.figure(name) for name in headline.data},
+            tc=fields.figure("tc"),
+            tc_pairs=fields.count("tc_pairs"),
+            mvc_8=fields.figure("mvc_8"),
+            mvc_16=fields.figure("mvc_16"),
+            mvc_runs={str(name): mvc_runs.count(name) for name in mvc_runs.data},
+            score_at=fields.text("score_at"),
+            sequences=fields.optional_count("sequences"),
+            windows=fields.optional_count("windows"),
+            frames_per_window=fields.optional_count("frames_per_window"),
+            annotated_frames=fields.optional_count("annotated_frames"),
+            all_frames=None if all_frames is None else Figures._read(all_frames),
+            corruption=None if corruption is None else CorruptionFigures._read(corruption),
+            per_position=None if per_position is None else PerPosition._read(per_position),
+            run=run,
+        )
+
+
+def read_results(path: str | os.PathLike) -> EvaluationResults:
+    """The results JSON that ``vidseg evaluate`` (or the demo) wrote; VidsegError naming the file if it is not."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise VidsegError(f"cannot read evaluation results {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise VidsegError(f"{path}: not JSON ({error})") from None
+    return EvaluationResults.from_dict(data, source=str(path))
+
+
+def _read(read: Callable[[_Fields], _T], data: Any, source: str) -> _T:
+    try:
+        return read(_Fields(data))
+    except _Malformed as error:
+        if error.missing:
+            raise VidsegError(f"{source}: evaluation results lack the key {error.key!r}") from None
+        raise VidsegError(
+            f"{source}: evaluation results key {error.key!r} should hold {error.expected}, found {error.found!r}"
+        ) from None
+
+
+def _figure(value: Any, key: str) -> float | None:
+    """A fraction or None; NaN (which older files may hold) reads as None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise _Malformed(key, "a number or null", value)
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _counts(fields: _Fields, key: str) -> list[int]:
+    values = fields.items(key)
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in values):
+        raise _Malformed(fields._path(key), "a list of counts", values)
+    return list(values)
