@@ -103,7 +103,7 @@ SIGN_COLOURS = (((200, 20, 20), (240, 240, 240)), ((230, 200, 0), (240, 240, 240
 # object's colour (or a fixed colour); all parts carry the object's label.
 KIND_POLE, KIND_SIGN, KIND_CAR, KIND_PERSON = 0, 1, 2, 3
 
-# What stands along a stretch of the street's edge (``_Scene.seg_kind``); a gap shows what lies behind it.
+# What stands along a stretch of the street's edge (``_Scene.segment_kind``); a gap shows what lies behind it.
 SEGMENT_BUILDING, SEGMENT_VEGETATION, SEGMENT_GAP = 0, 1, 2
 
 
@@ -116,30 +116,30 @@ class _Scene:
     camera_height: float
     road_half: float
     building_line: float
-    # per side (0 = left, 1 = right): segment ends along Z, kind (SEGMENT_*), height,
-    # colour [n, 3], window spacing
-    seg_end: list[np.ndarray]
-    seg_start: list[np.ndarray]
-    seg_kind: list[np.ndarray]
-    seg_height: list[np.ndarray]
-    seg_colour: list[np.ndarray]
-    seg_window: list[np.ndarray]
-    # camera track per frame
-    cam_z: np.ndarray
-    cam_x: np.ndarray
-    cam_cx: np.ndarray
-    cam_cy: np.ndarray
+    # The stretches of each street side (0 = left, 1 = right), in order along Z: where each ends and starts, what
+    # stands there (SEGMENT_*), its height, colour [n, 3] and window spacing (metres).
+    segment_end: list[np.ndarray]
+    segment_start: list[np.ndarray]
+    segment_kind: list[np.ndarray]
+    segment_height: list[np.ndarray]
+    segment_colour: list[np.ndarray]
+    segment_window_spacing: list[np.ndarray]
+    # Per frame: the camera's position (metres) and the image point its optical axis meets (pixels).
+    camera_z: np.ndarray
+    camera_x: np.ndarray
+    principal_x: np.ndarray
+    principal_y: np.ndarray
     # objects (metres; Z along the street, X across it)
-    obj_kind: np.ndarray  # KIND_*
-    obj_x: np.ndarray
-    obj_z: np.ndarray  # Z at frame 0
-    obj_vz: np.ndarray  # speed along Z, metres per frame
-    obj_w: np.ndarray  # width
-    obj_h: np.ndarray  # height
-    obj_base: np.ndarray  # height of the bottom above the ground (signs on their poles)
-    obj_colour: np.ndarray  # [n, 3]
-    obj_colour2: np.ndarray  # [n, 3] second colour (car lights, trousers, sign inside)
-    obj_colour3: np.ndarray  # [n, 3] third colour (skin)
+    object_kind: np.ndarray  # KIND_*
+    object_x: np.ndarray
+    object_z: np.ndarray  # Z at frame 0
+    object_speed_z: np.ndarray  # speed along Z, metres per frame
+    object_width: np.ndarray
+    object_height: np.ndarray
+    object_base: np.ndarray  # height of the bottom above the ground (signs on their poles)
+    object_colour: np.ndarray  # [n, 3]
+    object_detail_colour: np.ndarray  # [n, 3] second colour (car lights, trousers, sign inside)
+    object_skin_colour: np.ndarray  # [n, 3] third colour (skin)
     sky_top: np.ndarray
     sky_horizon: np.ndarray
     road_grey: float
@@ -152,7 +152,7 @@ def _choice(rng: np.random.Generator, options: dict[int, float]) -> int:
 
 
 def _segments(rng: np.random.Generator, style: _Style, z_from: float, z_to: float):
-    ends, starts, kinds, heights, colours, windows = [], [], [], [], [], []
+    ends, starts, kinds, heights, colours, window_spacings = [], [], [], [], [], []
     z = z_from
     palette = np.array(style["palette"], dtype=np.float32)
     while z < z_to:
@@ -175,10 +175,10 @@ def _segments(rng: np.random.Generator, style: _Style, z_from: float, z_to: floa
         kinds.append(kind)
         heights.append(height)
         colours.append(colour)
-        windows.append(rng.uniform(2.6, 3.6))
+        window_spacings.append(rng.uniform(2.6, 3.6))
         z += length
     return (np.array(ends), np.array(starts), np.array(kinds), np.array(heights),
-            np.clip(np.array(colours, dtype=np.float32), 0, 255), np.array(windows))
+            np.clip(np.array(colours, dtype=np.float32), 0, 255), np.array(window_spacings))
 
 
 def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[int, int]) -> _Scene:
@@ -193,16 +193,16 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
     t = np.arange(frames, dtype=np.float64)
     mean_speed = rng.uniform(0.5, 1.5)
     speed = mean_speed * (1 + 0.3 * np.sin(rng.uniform(0.05, 0.3) * t + rng.uniform(0, 6.3)))
-    cam_z = np.concatenate([[0.0], np.cumsum(speed)[:-1]])
+    camera_z = np.concatenate([[0.0], np.cumsum(speed)[:-1]])
     lane = road_half / 2
-    cam_x = lane + rng.uniform(0, 0.5) * np.sin(rng.uniform(0.05, 0.25) * t + rng.uniform(0, 6.3))
-    cam_cx = width / 2 + width * rng.uniform(0, 0.03) * np.sin(rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.3))
-    cam_cy = horizon + height * rng.uniform(0, 0.012) * np.sin(rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6.3))
+    camera_x = lane + rng.uniform(0, 0.5) * np.sin(rng.uniform(0.05, 0.25) * t + rng.uniform(0, 6.3))
+    principal_x = width / 2 + width * rng.uniform(0, 0.03) * np.sin(rng.uniform(0.1, 0.4) * t + rng.uniform(0, 6.3))
+    principal_y = horizon + height * rng.uniform(0, 0.012) * np.sin(rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6.3))
 
-    z_end = cam_z[-1] + FAR + 30
+    z_end = camera_z[-1] + FAR + 30
     sides = [_segments(rng, style, -30.0, z_end) for _ in range(2)]
 
-    objects: list[tuple] = []  # one row per object: the _Scene obj_* fields in their order
+    objects: list[tuple] = []  # one row per object: the _Scene object_* fields in their order
 
     def add(kind, x, z, speed_z, width, height, base, colour, colour2=(0, 0, 0), colour3=(0, 0, 0)):
         objects.append((kind, x, z, speed_z, width, height, base, colour, colour2, colour3))
@@ -242,18 +242,22 @@ def _make_scene(rng: np.random.Generator, city: str, frames: int, size: tuple[in
             rng.uniform(8, 150) if oncoming else rng.uniform(12, 120), speed_z, rng.uniform(1.7, 1.95),
             rng.uniform(1.4, 1.7), 0.0, colour, (230, 230, 190) if oncoming else (200, 20, 20))
 
-    obj_kind, obj_x, obj_z, obj_vz, obj_w, obj_h, obj_base, obj_colour, obj_colour2, obj_colour3 = zip(*objects)
+    (object_kind, object_x, object_z, object_speed_z, object_width, object_height, object_base, object_colour,
+     object_detail_colour, object_skin_colour) = zip(*objects)
     tint = rng.uniform(0.85, 1.15, 3)
     return _Scene(
         height=height, width=width, focal=focal, horizon=horizon, camera_height=camera_height,
         road_half=road_half, building_line=building_line,
-        seg_end=[s[0] for s in sides], seg_start=[s[1] for s in sides], seg_kind=[s[2] for s in sides],
-        seg_height=[s[3] for s in sides], seg_colour=[s[4] for s in sides], seg_window=[s[5] for s in sides],
-        cam_z=cam_z, cam_x=cam_x, cam_cx=cam_cx, cam_cy=cam_cy,
-        obj_kind=np.array(obj_kind), obj_x=np.array(obj_x), obj_z=np.array(obj_z), obj_vz=np.array(obj_vz),
-        obj_w=np.array(obj_w), obj_h=np.array(obj_h), obj_base=np.array(obj_base),
-        obj_colour=np.array(obj_colour, dtype=np.float32), obj_colour2=np.array(obj_colour2, dtype=np.float32),
-        obj_colour3=np.array(obj_colour3, dtype=np.float32),
+        segment_end=[s[0] for s in sides], segment_start=[s[1] for s in sides], segment_kind=[s[2] for s in sides],
+        segment_height=[s[3] for s in sides], segment_colour=[s[4] for s in sides],
+        segment_window_spacing=[s[5] for s in sides],
+        camera_z=camera_z, camera_x=camera_x, principal_x=principal_x, principal_y=principal_y,
+        object_kind=np.array(object_kind), object_x=np.array(object_x), object_z=np.array(object_z),
+        object_speed_z=np.array(object_speed_z), object_width=np.array(object_width),
+        object_height=np.array(object_height), object_base=np.array(object_base),
+        object_colour=np.array(object_colour, dtype=np.float32),
+        object_detail_colour=np.array(object_detail_colour, dtype=np.float32),
+        object_skin_colour=np.array(object_skin_colour, dtype=np.float32),
         sky_top=np.array([70, 120, 190], dtype=np.float32) * tint,
         sky_horizon=np.array([200, 215, 230], dtype=np.float32) * np.sqrt(tint),
         road_grey=rng.uniform(70, 105),
@@ -270,61 +274,64 @@ def _hash(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
 def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
     """Ground, facades and sky of frame t: float32 RGB [H, W, 3] and labelIds [H, W]."""
     height, width, focal = scene.height, scene.width, scene.focal
-    cam_z, cam_x, cam_h = scene.cam_z[t], scene.cam_x[t], scene.camera_height
-    u = np.arange(width, dtype=np.float64) + 0.5 - scene.cam_cx[t]
-    v = np.arange(height, dtype=np.float64) + 0.5 - scene.cam_cy[t]
+    camera_z, camera_x, camera_height = scene.camera_z[t], scene.camera_x[t], scene.camera_height
+    u = np.arange(width, dtype=np.float64) + 0.5 - scene.principal_x[t]
+    v = np.arange(height, dtype=np.float64) + 0.5 - scene.principal_y[t]
 
     # Facades: planes x = -building_line (left) and x = +building_line (right); one depth per column.
     with np.errstate(divide="ignore", invalid="ignore"):
         plane_x = np.where(u > 0, scene.building_line, -scene.building_line)
-        depth_f = np.where(u != 0, focal * (plane_x - cam_x) / u, np.inf)
-    depth_f[(depth_f <= 0) | (depth_f > FAR)] = np.inf
-    z_f = cam_z + depth_f
+        facade_depth = np.where(u != 0, focal * (plane_x - camera_x) / u, np.inf)
+    facade_depth[(facade_depth <= 0) | (facade_depth > FAR)] = np.inf
+    facade_z = camera_z + facade_depth
     right = u > 0
-    seg_height = np.zeros(width)
-    seg_colour = np.zeros((width, 3), dtype=np.float32)
-    seg_kind = np.full(width, SEGMENT_GAP)
-    seg_offset = np.zeros(width)
-    seg_window = np.ones(width)
+    column_height = np.zeros(width)
+    column_colour = np.zeros((width, 3), dtype=np.float32)
+    column_kind = np.full(width, SEGMENT_GAP)
+    column_offset = np.zeros(width)
+    column_window_spacing = np.ones(width)
     for side in (0, 1):
-        columns = np.flatnonzero((right == bool(side)) & np.isfinite(z_f))
-        index = np.minimum(np.searchsorted(scene.seg_end[side], z_f[columns]), len(scene.seg_end[side]) - 1)
-        seg_height[columns] = scene.seg_height[side][index]
-        seg_colour[columns] = scene.seg_colour[side][index]
-        seg_kind[columns] = scene.seg_kind[side][index]
-        seg_offset[columns] = z_f[columns] - scene.seg_start[side][index]
-        seg_window[columns] = scene.seg_window[side][index]
-    depth_f[seg_kind == SEGMENT_GAP] = np.inf
-    finite = np.isfinite(depth_f)
-    depth_safe = np.where(finite, depth_f, 0.0)
-    facade_y = cam_h - v[:, None] * depth_safe[None, :] / focal  # height above ground of the facade point
+        columns = np.flatnonzero((right == bool(side)) & np.isfinite(facade_z))
+        ends = scene.segment_end[side]
+        index = np.minimum(np.searchsorted(ends, facade_z[columns]), len(ends) - 1)
+        column_height[columns] = scene.segment_height[side][index]
+        column_colour[columns] = scene.segment_colour[side][index]
+        column_kind[columns] = scene.segment_kind[side][index]
+        column_offset[columns] = facade_z[columns] - scene.segment_start[side][index]
+        column_window_spacing[columns] = scene.segment_window_spacing[side][index]
+    facade_depth[column_kind == SEGMENT_GAP] = np.inf
+    finite = np.isfinite(facade_depth)
+    depth_safe = np.where(finite, facade_depth, 0.0)
+    facade_y = camera_height - v[:, None] * depth_safe[None, :] / focal  # height above ground of the facade point
 
     with np.errstate(divide="ignore"):
-        depth_g = np.where(v > 0, focal * cam_h / v, np.inf)
+        ground_depth = np.where(v > 0, focal * camera_height / v, np.inf)
     # A tall vegetation top is ragged: its height varies with position along the street.
-    z_f = np.where(finite, z_f, 0.0)
-    top = seg_height + np.where(seg_kind == SEGMENT_VEGETATION, 1.5 * _hash(np.floor(z_f * 2), 3.0) - 0.75, 0.0)
-    facade = finite[None, :] & (facade_y >= 0) & (facade_y <= top[None, :]) & ~(depth_g[:, None] < depth_f[None, :])
+    facade_z = np.where(finite, facade_z, 0.0)
+    ragged = 1.5 * _hash(np.floor(facade_z * 2), 3.0) - 0.75
+    top = column_height + np.where(column_kind == SEGMENT_VEGETATION, ragged, 0.0)
+    ground_nearer = ground_depth[:, None] < facade_depth[None, :]
+    facade = finite[None, :] & (facade_y >= 0) & (facade_y <= top[None, :]) & ~ground_nearer
     ground = (v[:, None] > 0) & ~facade
 
     labels = np.full((height, width), SKY, dtype=np.uint8)
     image = np.empty((height, width, 3), dtype=np.float32)
-    sky_t = np.clip(-v / max(scene.cam_cy[t], 1.0), 0, 1).astype(np.float32)[:, None, None]
+    sky_t = np.clip(-v / max(scene.principal_y[t], 1.0), 0, 1).astype(np.float32)[:, None, None]
     image[:] = scene.sky_horizon * (1 - sky_t) + scene.sky_top * sky_t
 
     # Ground: world coordinates of every ground pixel give road/sidewalk, lane marks and texture.
     rows, cols = np.nonzero(ground)
-    z_g = np.minimum(depth_g[rows], FAR * 4)
-    x_g = cam_x + u[cols] * z_g / focal
-    world_z = cam_z + z_g
-    on_road = np.abs(x_g) < scene.road_half
-    grain = _hash(np.floor(x_g * 4), np.floor(world_z * 4))
+    pixel_depth = np.minimum(ground_depth[rows], FAR * 4)
+    ground_x = camera_x + u[cols] * pixel_depth / focal
+    ground_z = camera_z + pixel_depth
+    on_road = np.abs(ground_x) < scene.road_half
+    grain = _hash(np.floor(ground_x * 4), np.floor(ground_z * 4))
     shade = np.where(on_road, scene.road_grey, 0.0) + 12 * grain
     colour = np.where(on_road[:, None], shade[:, None], scene.sidewalk_colour * (0.92 + 0.1 * grain[:, None]))
-    centre_mark = (np.abs(x_g) < 0.1) & (np.mod(world_z, 9.0) < 4.0)
-    edge_mark = np.abs(np.abs(x_g) - (scene.road_half - 0.25)) < 0.08
+    centre_mark = (np.abs(ground_x) < 0.1) & (np.mod(ground_z, 9.0) < 4.0)
+    edge_mark = np.abs(np.abs(ground_x) - (scene.road_half - 0.25)) < 0.08
     colour[on_road & (centre_mark | edge_mark)] = 215.0
-    tile = (np.mod(x_g, 1.2) < 0.06) | (np.mod(world_z, 1.2) < 0.06)
+    tile = (np.mod(ground_x, 1.2) < 0.06) | (np.mod(ground_z, 1.2) < 0.06)
     colour[~on_road & tile] *= 0.85
     image[rows, cols] = colour
     labels[rows, cols] = np.where(on_road, ROAD, SIDEWALK)
@@ -332,16 +339,16 @@ def _render_background(scene: _Scene, t: int) -> tuple[np.ndarray, np.ndarray]:
     # Facades: windows on buildings, leafy texture on vegetation; the left side is lit, the right in shade.
     rows, cols = np.nonzero(facade)
     y = facade_y[rows, cols]
-    kind = seg_kind[cols]
-    offset = seg_offset[cols]
-    spacing = seg_window[cols]
-    base = seg_colour[cols] * np.where(right[cols], 0.8, 1.0)[:, None]
+    kind = column_kind[cols]
+    offset = column_offset[cols]
+    spacing = column_window_spacing[cols]
+    base = column_colour[cols] * np.where(right[cols], 0.8, 1.0)[:, None]
     window = (y > 3.0) & (np.mod(offset, spacing) > 0.3 * spacing) & (np.mod(offset, spacing) < 0.75 * spacing)
     window &= np.mod(y, spacing) > 0.35 * spacing
     window &= np.mod(y, spacing) < 0.8 * spacing
     building_colour = np.where(window[:, None], np.array([45, 55, 70], dtype=np.float32), base)
     building_colour = np.where((y < 3.0)[:, None], base * 0.75, building_colour)
-    leaves = 0.6 + 0.7 * _hash(np.floor(z_f[cols] * 3), np.floor(y * 3))
+    leaves = 0.6 + 0.7 * _hash(np.floor(facade_z[cols] * 3), np.floor(y * 3))
     is_vegetation = kind == SEGMENT_VEGETATION
     image[rows, cols] = np.where(is_vegetation[:, None], base * leaves[:, None], building_colour)
     labels[rows, cols] = np.where(is_vegetation, VEGETATION, BUILDING)
@@ -353,34 +360,34 @@ def _fill(image, labels, box, fractions, colour, label_id):
     right) edges (floats)."""
     top, bottom, left, right = box
     bottom_f, top_f, left_f, right_f = fractions
-    r0 = math.floor(bottom - (bottom - top) * top_f + 0.5)
-    r1 = max(math.floor(bottom - (bottom - top) * bottom_f + 0.5), r0 + 1)
-    c0 = math.floor(left + (right - left) * left_f + 0.5)
-    c1 = max(math.floor(left + (right - left) * right_f + 0.5), c0 + 1)
-    r0, c0 = max(r0, 0), max(c0, 0)
-    r1, c1 = min(r1, image.shape[0]), min(c1, image.shape[1])
-    if r1 > r0 and c1 > c0:
-        image[r0:r1, c0:c1] = colour
-        labels[r0:r1, c0:c1] = label_id
+    row_start = math.floor(bottom - (bottom - top) * top_f + 0.5)
+    row_end = max(math.floor(bottom - (bottom - top) * bottom_f + 0.5), row_start + 1)
+    column_start = math.floor(left + (right - left) * left_f + 0.5)
+    column_end = max(math.floor(left + (right - left) * right_f + 0.5), column_start + 1)
+    row_start, column_start = max(row_start, 0), max(column_start, 0)
+    row_end, column_end = min(row_end, image.shape[0]), min(column_end, image.shape[1])
+    if row_end > row_start and column_end > column_start:
+        image[row_start:row_end, column_start:column_end] = colour
+        labels[row_start:row_end, column_start:column_end] = label_id
 
 
 def _render_objects(scene: _Scene, t: int, image: np.ndarray, labels: np.ndarray) -> None:
     """Poles, signs, cars and people of frame t as camera-facing boxes, far to near; boxes a few pixels tall
     get no details."""
-    focal, cam_h = scene.focal, scene.camera_height
-    depth = scene.obj_z + scene.obj_vz * t - scene.cam_z[t]
-    x = scene.obj_x - scene.cam_x[t]
+    focal, camera_height = scene.focal, scene.camera_height
+    depth = scene.object_z + scene.object_speed_z * t - scene.camera_z[t]
+    x = scene.object_x - scene.camera_x[t]
     inverse = focal / np.maximum(depth, 1e-3)
-    left = scene.cam_cx[t] + (x - scene.obj_w / 2) * inverse
-    right = scene.cam_cx[t] + (x + scene.obj_w / 2) * inverse
-    top = scene.cam_cy[t] + (cam_h - scene.obj_base - scene.obj_h) * inverse
-    bottom = scene.cam_cy[t] + (cam_h - scene.obj_base) * inverse
+    left = scene.principal_x[t] + (x - scene.object_width / 2) * inverse
+    right = scene.principal_x[t] + (x + scene.object_width / 2) * inverse
+    top = scene.principal_y[t] + (camera_height - scene.object_base - scene.object_height) * inverse
+    bottom = scene.principal_y[t] + (camera_height - scene.object_base) * inverse
     visible = (depth > 1.0) & (depth < FAR) & (right > 0) & (left < scene.width) & (bottom - top >= 1.5)
     order = np.flatnonzero(visible)[np.argsort(-depth[visible], kind="stable")]
     boxes = zip(top[order].tolist(), bottom[order].tolist(), left[order].tolist(), right[order].tolist())
     for i, box in zip(order.tolist(), boxes):
-        kind = scene.obj_kind[i]
-        colour, colour2, colour3 = scene.obj_colour[i], scene.obj_colour2[i], scene.obj_colour3[i]
+        kind = scene.object_kind[i]
+        colour, colour2, colour3 = scene.object_colour[i], scene.object_detail_colour[i], scene.object_skin_colour[i]
         detailed = box[1] - box[0] >= 6
         if kind == KIND_POLE:
             _fill(image, labels, box, (0, 1, 0, 1), colour, POLE)
@@ -470,7 +477,7 @@ def _colour_lut() -> np.ndarray:
 
 def _write_sequence(job: tuple) -> tuple[str, str, list[int]]:
     out, split, index, seed, frames, size, colour = job
-    city, seq = sequence_id(index)
+    city, number = sequence_id(index)
     images, labels, codes = render_sequence(sequence_seed(seed, split, index), frames, size, city)
     image_dir = out / "leftImg8bit_sequence" / split / city
     label_dir = out / "gtFine" / split / city
@@ -478,12 +485,12 @@ def _write_sequence(job: tuple) -> tuple[str, str, list[int]]:
     label_dir.mkdir(parents=True, exist_ok=True)
     lut = _colour_lut() if colour else None
     for t in range(frames):
-        name = f"{city}_{seq:06d}_{t:06d}"
+        name = f"{city}_{number:06d}_{t:06d}"
         Image.fromarray(images[t]).save(image_dir / f"{name}_leftImg8bit.png", compress_level=1)
         Image.fromarray(labels[t]).save(label_dir / f"{name}_gtFine_labelIds.png", compress_level=1)
         if lut is not None:
             Image.fromarray(lut[labels[t]]).save(label_dir / f"{name}_gtFine_color.png", compress_level=1)
-    return split, f"{city}_{seq:06d}", codes.tolist()
+    return split, f"{city}_{number:06d}", codes.tolist()
 
 
 # Bounds of what a synthcity.json may claim; a file beyond them is damaged, not a dataset.
