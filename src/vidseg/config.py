@@ -277,6 +277,7 @@ def validate(config: Config, source: str) -> None:
     if config.model.name not in MODEL_NAMES:
         fail("model.name", f"unknown model {config.model.name!r}; valid names are: {', '.join(MODEL_NAMES)}")
     data, optim, train, evaluation = config.data, config.optim, config.train, config.eval
+    # Imported here for the same reason: the vidseg.data package loads torch.
     from vidseg.data.index import layouts
     from vidseg.data.labels import LABEL_SETS
 

@@ -25,8 +25,9 @@ import json
 import logging
 import math
 import os
+import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.export import Dim
 
 from vidseg.checkpoint import checkpoint_normalization
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
 from vidseg.models.unet import RecurrentUNet
+from vidseg.quantize import Clip, calibration_clips, quantize_onnx, require_onnxruntime
 
 FORMAT = "vidseg-onnx-step-v1"
 DEFAULT_OPSET = 18
@@ -102,7 +105,7 @@ def build_metadata(model: RecurrentUNet, checkpoint: Mapping[str, Any] | None = 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of an ONNX file (``vidseg.*`` keys among others)."""
-    import onnx
+    import onnx  # optional dependency (the onnx extra)
 
     model = onnx.load(str(path), load_external_data=False)
     return {prop.key: prop.value for prop in model.metadata_props}
@@ -154,8 +157,7 @@ def export_onnx(
         checkpoint: the checkpoint it came from, for the metadata (name, label set, normalisation).
         opset: ONNX opset.
     """
-    import onnx
-    from torch.export import Dim
+    import onnx  # optional dependency (the onnx extra)
 
     model = copy.deepcopy(model).eval().cpu().float()  # leave the caller's model where and as it was
     channels = state_channels(model)
@@ -227,7 +229,7 @@ def run_onnx_sequence(path: str | os.PathLike, frames: np.ndarray) -> tuple[np.n
     Returns:
         logits ``[batch, T, num_classes, H, W]`` and the states after the last frame.
     """
-    import onnxruntime
+    import onnxruntime  # optional dependency (the onnx extra)
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
@@ -255,6 +257,22 @@ def max_difference_to_model(
     return float(np.abs(logits - expected.numpy()).max())
 
 
+def onnx_calibration_feeds(session, clips: list[Clip], prepare: Callable[[np.ndarray], np.ndarray]) -> list[dict]:
+    """The inputs the float32 ONNX step sees when it streams each clip from zero states: one feed per frame."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    feeds = []
+    for clip in clips:
+        states: list[np.ndarray] | None = None
+        for frame in clip:
+            x = prepare(frame)
+            if states is None:
+                states = initial_states(metadata, x.shape[-2], x.shape[-1], x.shape[0])
+            feed = {"frame": x, **{f"state{k}": s for k, s in enumerate(states)}}
+            feeds.append(feed)
+            states = session.run(None, feed)[1:]
+    return feeds
+
+
 def export_int8_onnx(
     model: RecurrentUNet,
     path: str | os.PathLike,
@@ -271,10 +289,6 @@ def export_int8_onnx(
     ONNX Runtime streams the calibration clips (``vidseg.quantize.calibration_clips``: frames, a video, a
     folder of frames or a dataset root; None: the checkpoint's validation frames), resized to ``size`` if given.
     """
-    import tempfile
-
-    from vidseg.quantize import calibration_clips, onnx_calibration_feeds, quantize_onnx, require_onnxruntime
-
     onnxruntime, _ = require_onnxruntime()
     clips = calibration_clips(calibration, dict(checkpoint) if checkpoint is not None else None)
     metadata = build_metadata(model, checkpoint)

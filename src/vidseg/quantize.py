@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidseg.data.files import read_image
+from vidseg.data.index import build_index, layouts
+from vidseg.data.video import open_frames
 from vidseg.errors import VidsegError
+from vidseg.fileio import atomic_path
+from vidseg.models import quantized
 
 # Frames streamed through the model to record ranges: enough for the states to settle (they forget in a few
 # frames) and for several scenes, few enough that calibration takes seconds.
@@ -64,8 +69,6 @@ def calibration_clips(
         if layout is not None:
             splits = sorted(layout.splits(path), key=lambda name: name != "val")  # val first
             return _dataset_clips(path, layout.name, splits, max_frames, clip_frames)
-        from vidseg.data.video import open_frames
-
         source = open_frames(str(path))
         return [_take(source, max_frames, f"calibration source {source.name}")]
     if isinstance(calibration, (np.ndarray, torch.Tensor)) and calibration.ndim == 3:
@@ -112,8 +115,6 @@ def _check_frame(frame: Any, where: str, first_shape: tuple[int, ...] | None) ->
 
 def _dataset_layout(path: Path):
     """The dataset layout of folder ``path`` (``vidseg.data.index.Layout``), or None for any other path."""
-    from vidseg.data.index import layouts
-
     if not path.is_dir():
         return None
     matches = [layout for layout in layouts().values() if layout.detect(path)]
@@ -142,9 +143,6 @@ def _dataset_clips(
 ) -> list[Clip]:
     """Up to ``max_frames`` frames from sequences of the first split that has any, each sequence from its
     start (``clip_frames`` frames, more when the split has few sequences), sequences spread over the split."""
-    from vidseg.data.files import read_image
-    from vidseg.data.index import build_index
-
     for split in splits:
         sequences = [s for s in build_index(root, split, layout).sequences if s.frames]
         if not sequences:
@@ -173,15 +171,13 @@ def quantize_for_streaming(
 ):
     """The int8 streaming copy of ``model`` (``vidseg.models.quantized.QuantizedUNet``), calibrated by streaming
     each clip from the zero state; ``prepare`` turns a frame into the normalised ``[1, 3, h, w]`` input."""
-    from vidseg.models.quantized import QuantizedUNet, int8_available
-
-    if not int8_available():
+    if not quantized.int8_available():
         raise VidsegError(
             "this PyTorch build lacks oneDNN's int8 convolutions (torch.ops.onednn.qconv2d_pointwise); install "
             "an official CPU build of torch>=2.3 for precision int8"
         )
     try:
-        network = QuantizedUNet(model, activation_bits=activation_bits)
+        network = quantized.QuantizedUNet(model, activation_bits=activation_bits)
     except ValueError as error:
         raise VidsegError(f"precision int8: {error}; use fp32 or bf16 for this model") from error
     with torch.inference_mode():
@@ -197,7 +193,7 @@ def quantize_for_streaming(
 
 def require_onnxruntime():
     """Import onnxruntime's quantization tools, or say which extra installs them."""
-    try:
+    try:  # optional dependency (the onnx extra)
         import onnxruntime
         from onnxruntime import quantization
     except ImportError as error:
@@ -205,24 +201,6 @@ def require_onnxruntime():
             f"int8 ONNX export needs ONNX Runtime ({error}); install it with: pip install 'vidseg[onnx]'"
         ) from error
     return onnxruntime, quantization
-
-
-def onnx_calibration_feeds(session, clips: list[Clip], prepare: Callable[[np.ndarray], np.ndarray]) -> list[dict]:
-    """The inputs the float32 ONNX step sees when it streams each clip from zero states: one feed per frame."""
-    from vidseg.export import initial_states
-
-    metadata = session.get_modelmeta().custom_metadata_map
-    feeds = []
-    for clip in clips:
-        states: list[np.ndarray] | None = None
-        for frame in clip:
-            x = prepare(frame)
-            if states is None:
-                states = initial_states(metadata, x.shape[-2], x.shape[-1], x.shape[0])
-            feed = {"frame": x, **{f"state{k}": s for k, s in enumerate(states)}}
-            feeds.append(feed)
-            states = session.run(None, feed)[1:]
-    return feeds
 
 
 class _FeedReader:
@@ -245,10 +223,7 @@ def quantize_onnx(
     ``stock=True`` runs ``quantize_static`` with its defaults (QDQ, per-channel, every supported op) instead,
     the baseline a user would get. Inputs, outputs and metadata are those of ``source``.
     """
-    import onnx
-
-    from vidseg.fileio import atomic_path
-    from vidseg.models.quantized import has_vnni
+    import onnx  # optional dependency (the onnx extra)
 
     _, quantization = require_onnxruntime()
     options: dict[str, Any] = {
@@ -259,21 +234,21 @@ def quantize_onnx(
     }
     if not stock:
         options["op_types_to_quantize"] = ["Conv", "ConvTranspose"]
-        options["reduce_range"] = not has_vnni()
+        options["reduce_range"] = not quantized.has_vnni()
     target = Path(target)
     with atomic_path(target) as tmp:
         quantization.quantize_static(str(source), str(tmp), _FeedReader(feeds), **options)
         original = onnx.load(str(source), load_external_data=False)
-        quantized = onnx.load(str(tmp))
-        _float_state_outputs(quantized.graph)
-        del quantized.metadata_props[:]
-        quantized.metadata_props.extend(original.metadata_props)
+        int8_model = onnx.load(str(tmp))
+        _float_state_outputs(int8_model.graph)
+        del int8_model.metadata_props[:]
+        int8_model.metadata_props.extend(original.metadata_props)
         for kind in ("input", "output"):
             before = [v.name for v in getattr(original.graph, kind)]
-            after = [v.name for v in getattr(quantized.graph, kind)]
+            after = [v.name for v in getattr(int8_model.graph, kind)]
             if before != after:
                 raise RuntimeError(f"quantization changed the graph's {kind}s from {before} to {after}")
-        onnx.save_model(quantized, str(tmp))
+        onnx.save_model(int8_model, str(tmp))
     return target
 
 

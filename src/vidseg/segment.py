@@ -18,19 +18,28 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from vidseg.checkpoint import checkpoint_normalization
+from vidseg import models, viz
+from vidseg.checkpoint import (
+    checkpoint_label_set,
+    checkpoint_normalization,
+    checkpoint_working_size,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
+from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
+from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
 from vidseg.errors import TerminationRequest, VidsegError
-
-if TYPE_CHECKING:
-    from vidseg.models import State
+from vidseg.models import State
+from vidseg.quantize import calibration_clips, quantize_for_streaming
 
 _PRECISION_OF_AMP = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -74,14 +83,6 @@ class Segmenter:
         precision: str | None = None,
         calibration: Any = None,
     ):
-        from vidseg import models
-        from vidseg.checkpoint import (
-            checkpoint_label_set,
-            checkpoint_working_size,
-            load_checkpoint,
-            model_from_checkpoint,
-        )
-
         self.device = resolve_device(device)
         if amp not in AMP_MODES:
             raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
@@ -134,8 +135,6 @@ class Segmenter:
         self.optimized = optimize and hasattr(models, "optimize_for_inference")
         self.reset()
         if precision == "int8":
-            from vidseg.quantize import calibration_clips, quantize_for_streaming
-
             clips = calibration_clips(calibration, checkpoint)
             self.network = quantize_for_streaming(self.model, clips, self._prepare)
         elif self.optimized:
@@ -265,8 +264,6 @@ class SegmentSummary:
 def mask_image(labels: np.ndarray, label_set, mask_format: str) -> np.ndarray:
     """The PNG content for a label map: ``trainids`` (class indices, 255 where no Cityscapes class: ignore
     and the report's void), ``labelids`` (official Cityscapes ids, void -> 0) or ``color`` (palette RGB)."""
-    from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
-
     if mask_format == "trainids":
         if "void" in label_set.class_names:
             return np.where(labels == label_set.class_names.index("void"), IGNORE_INDEX, labels).astype(np.uint8)
@@ -305,11 +302,6 @@ def segment_to_files(
         overwrite: replace existing outputs instead of refusing.
         progress: show a progress bar with frames/s on stderr.
     """
-    from tqdm import tqdm
-
-    from vidseg import viz
-    from vidseg.data.video import ImageFolderWriter, VideoWriter
-
     if out is None and masks is None:
         raise VidsegError("nothing to write: give an output video (--out) and/or a masks folder (--masks)")
     if mask_format not in MASK_FORMATS:
