@@ -26,6 +26,7 @@ import yaml
 from common import write_result
 
 from vidseg.demo import DemoPlan, evaluate_run, train_run
+from vidseg.results import EvaluationResults, read_results
 
 # Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
 VARIANTS = {
@@ -41,14 +42,14 @@ VARIANTS = {
 }
 
 
-def figures(results: dict) -> tuple[float, float, float, float]:
-    groups = results["corruption"]
-    return (
-        100 * results["all_frames"]["miou"],
-        100 * groups["clean"]["miou"],
-        100 * groups["corrupted"]["miou"],
-        100 * results["tc"],
-    )
+def figures(results: EvaluationResults) -> tuple[float, float, float, float]:
+    groups, every_frame = results.corruption, results.all_frames
+    assert groups is not None and every_frame is not None, "the demo evaluates corrupted, fully labelled windows"
+
+    def percent(value: float | None) -> float:
+        return 100 * value if value is not None else float("nan")
+
+    return percent(every_frame.miou), percent(groups.clean.miou), percent(groups.corrupted.miou), percent(results.tc)
 
 
 def link(target: Path, name: Path) -> None:
@@ -87,8 +88,8 @@ def main() -> None:
         raise SystemExit(f"{args.demo} was run with steps {summary['plan']['steps']}, this code plans {demo.steps}")
     work = Path(args.demo) / "recipes"
 
-    def evaluation(run_dir: Path) -> dict:
-        return json.loads((run_dir / "evaluation.json").read_text())
+    def evaluation(run_dir: Path) -> EvaluationResults:
+        return read_results(run_dir / "evaluation.json")
 
     demo_optim = yaml.safe_load((demo.out / "configs" / "finetune.yaml").read_text())["optim"]
     baseline = figures(evaluation(demo.run_dir("baseline")))
@@ -118,7 +119,8 @@ def main() -> None:
             link(pretrained, plan.run_dir("pretrain"))
             print(f"{name}: fine-tuning {plan.steps['finetune']} steps", flush=True)
             train_run(plan, "finetune", log=lambda *_: None)
-            results = evaluate_run(plan, "finetune")
+            evaluate_run(plan, "finetune")
+            results = evaluation(plan.run_dir("finetune"))
         steps = f"{plan.steps['pretrain']} + {plan.steps['finetune']}"
         rows.append((f"temporal, {name}", steps, f"{plan.steps['baseline']}", figures(results)))
     for steps, values in sorted(pretrain_rows.items()):
