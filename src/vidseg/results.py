@@ -354,8 +354,9 @@ def _read(read: Callable[[_Fields], _T], data: Any, source: str) -> _T:
     except _Malformed as error:
         if error.missing:
             raise VidsegError(f"{source}: evaluation results lack the key {error.key!r}") from None
+        found = repr(error.found) if len(repr(error.found)) <= 60 else repr(error.found)[:57] + "..."
         raise VidsegError(
-            f"{source}: evaluation results key {error.key!r} should hold {error.expected}, found {error.found!r}"
+            f"{source}: evaluation results key {error.key!r} should hold {error.expected}, found {found}"
         ) from None
 
 
