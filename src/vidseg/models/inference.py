@@ -178,7 +178,7 @@ class FusedConvRNN(nn.Module):
     def __init__(self, unit: temporal.ConvRNN):
         super().__init__()
         self.hidden_conv = FusedConv(unit.hidden_conv)
-        self.input_conv = FusedConv(unit.input_conv, None, "relu")
+        self.input_conv = FusedConv(unit.input_conv, None, "tanh" if unit.residual else "relu")
         self.register_buffer("zero_state_bias", self.hidden_conv.bias.detach().reshape(1, -1, 1, 1).clone())
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
@@ -241,6 +241,7 @@ class InferenceUNet(nn.Module):
         super().__init__()
         self.source = _Geometry(model)
         self.is_temporal = model.is_temporal
+        self.temporal_residual = model.temporal_residual
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.dtype = dtype
