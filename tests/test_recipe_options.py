@@ -313,3 +313,41 @@ def test_the_model_refuses_options_it_cannot_honour():
         build_model("vanilla-none-small-shallow", temporal_residual=True)
     with pytest.raises(ValueError, match="probability"):
         build_model("vanilla-cgru-small-shallow", state_dropout=-0.1)
+
+
+# ------------------------------------------------------------------------------- the options in training
+
+
+def test_warm_started_residual_recipe_with_every_option_trains_and_resumes(tmp_path, dense_tree):
+    # The demo's recipe shape (per-frame pre-training, then the temporal twin warm-started from it) with residual
+    # units, state dropout, CutMix and random frame strides together; the checkpoint rebuilds the residual model.
+    from vidseg.checkpoint import load_checkpoint
+    from vidseg.train import train
+
+    def run_config(name, steps, **extra):
+        raw = {
+            "model": {"name": name},
+            "data": {"root": str(dense_tree.root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
+            "loss": {"frames": "labelled"},
+            "train": {"steps": steps, "log_every": 1, "tensorboard": False},
+            "eval": {"every_epochs": 0, "num_frames": 3, "batch_size": 2},
+        }
+        for section, values in extra.items():
+            raw[section].update(values)
+        return config_from_dict(raw, source="recipe test")
+
+    train(run_config("vanilla-none-small-shallow", 1, data={"num_frames": 1}), tmp_path / "pre", log=quiet)
+    recipe = run_config(
+        "vanilla-cgru-small-shallow",
+        2,
+        model={"temporal_residual": True, "state_dropout": 0.3},
+        data={"frame_stride": [1, 2], "mixup": {"kind": "cutmix", "prob": 0.5}},
+        train={"steps": 2, "init_from": str(tmp_path / "pre" / "last.pt")},
+    )
+    result = train(recipe, tmp_path / "run", log=quiet)
+    assert result.step == 2
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    model = model_from_checkpoint(last)
+    assert model.temporal_residual and model.state_dropout == 0.0  # dropout is a training setting
+    recipe.train.steps = 3
+    assert train(recipe, tmp_path / "run", resume=True, log=quiet).step == 3
