@@ -1,4 +1,5 @@
-"""Recipe options of issue 15 on the model side: residual (identity-preserving) temporal units and state dropout.
+"""Recipe options of issue 15 on the model side: residual (identity-preserving) temporal units, state dropout and
+state warping, and all of them with CutMix in one warm-started training run.
 
 Residual units must reproduce the per-frame twin exactly when they start (fresh or warm-started), keep a bounded
 state over long videos, learn away from the identity, and be supported by every inference path (or refused).
@@ -15,7 +16,7 @@ from vidseg.checkpoint import model_from_checkpoint, save_checkpoint
 from vidseg.config import config_from_dict
 from vidseg.errors import VidsegError
 from vidseg.models import build_model, count_parameters, optimize_for_inference
-from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, zero_input_path
+from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, warp, zero_input_path
 from vidseg.train import warm_start
 
 UNITS = ["crnn", "cgru"]
@@ -112,6 +113,7 @@ def test_gradients_reach_the_zeroed_input_path_of_residual_units(unit):
         assert grad is not None and grad.abs().sum() > 0, level
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", UNITS)
 def test_residual_state_stays_bounded_over_a_1000_frame_stream(unit):
     # Large random weights: a ReLU cRNN with these weights grows without bound; tanh and the cGRU's convex mix
@@ -170,25 +172,6 @@ def test_int8_refuses_residual_units():
     model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True).eval()
     with pytest.raises(ValueError, match="residual temporal units"):
         QuantizedUNet(model)
-
-
-def test_onnx_export_streams_residual_units_like_pytorch(tmp_path):
-    # One unit: the residual addition is the same for both (the cGRU unit itself is unchanged), and an export
-    # takes seconds.
-    pytest.importorskip("onnxruntime")
-    unit = "crnn"
-    from vidseg.export import export_onnx, run_onnx_sequence
-
-    model = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True)
-    model = randomise_units(with_random_batchnorm(model)).eval()
-    path = export_onnx(model, tmp_path / "residual.onnx")
-    frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        expected, expected_states = model(frames)
-    logits, states = run_onnx_sequence(path, frames.numpy())
-    assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
-    for got, want in zip(states, expected_states):
-        assert np.abs(got - want.numpy()).max() < 1e-4
 
 
 def test_checkpoint_rebuilds_the_residual_model_from_its_config():
@@ -278,6 +261,86 @@ def test_state_dropout_in_training_changes_the_logits():
     assert not torch.equal(got, expected)
 
 
+# ------------------------------------------------------------------------------------------- state warping
+
+
+def test_warp_samples_the_image_where_the_flow_points():
+    image = torch.arange(20.0).reshape(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 1.0  # every pixel's content was one pixel to the right
+    shifted = warp(image, flow)
+    assert torch.allclose(shifted[..., :-1], image[..., 1:], atol=1e-5)
+    assert torch.allclose(shifted[..., -1], image[..., -1], atol=1e-5), "edges replicated"
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 1] = 0.5  # half a row down: bilinear
+    assert torch.allclose(warp(image, flow)[..., :-1, :], image[..., :-1, :] + 2.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_state_warp_starts_as_the_identity_and_learns(unit):
+    torch.manual_seed(0)
+    plain = build_model(f"vanilla-{unit}-small-shallow", num_classes=5).eval()
+    warping = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, warp_state=True).eval()
+    missing, unexpected = warping.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".state_warp.motion." in name for name in missing) and missing
+    clip = torch.randn(2, 4, 3, 37, 45)
+    with torch.no_grad():
+        expected, _ = plain(clip)
+        logits, _ = warping(clip)
+    assert (logits - expected).abs().max() < 1e-5
+    warping.train()
+    logits, _ = warping(clip)
+    logits.square().mean().backward()
+    for level, cell in enumerate(warping.temporal):
+        grad = cell.state_warp.motion.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, level
+
+
+def test_fused_copy_int8_and_checkpoints_handle_state_warping():
+    from vidseg.models.quantized import QuantizedUNet
+
+    model = build_model("resnet-cgru-small-shallow", num_classes=5, warp_state=True, temporal_residual=True)
+    model = randomise_units(with_random_batchnorm(model)).eval()
+    fused = optimize_for_inference(model, dtype=torch.float32)
+    frames = torch.randn(1, 3, 3, 37, 45)
+    with torch.no_grad():
+        expected, _ = model(frames)
+        logits, _ = fused(frames)
+    assert (logits - expected).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="state warping"):
+        QuantizedUNet(model)
+    checkpoint = {
+        "model_name": "resnet-cgru-small-shallow",
+        "num_classes": 5,
+        "model": model.state_dict(),
+        "config": {"model": {"warp_state": True, "temporal_residual": True}},
+    }
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(frames)[0], expected)
+    del checkpoint["config"]
+    with pytest.raises(VidsegError, match="state_warp"):
+        model_from_checkpoint(checkpoint)
+
+
+@pytest.mark.slow
+def test_onnx_export_streams_residual_units_and_state_warping_like_pytorch(tmp_path):
+    # One export (it takes seconds) for both options: the cGRU unit itself is unchanged by them, so the cRNN.
+    pytest.importorskip("onnxruntime")
+    from vidseg.export import export_onnx, run_onnx_sequence
+
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, warp_state=True)
+    model = randomise_units(with_random_batchnorm(model), std=0.05).eval()
+    path = export_onnx(model, tmp_path / "options.onnx")
+    frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, expected_states = model(frames)
+    logits, states = run_onnx_sequence(path, frames.numpy())
+    assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
+    for got, want in zip(states, expected_states):
+        assert np.abs(got - want.numpy()).max() < 1e-4
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -288,6 +351,7 @@ def config(**model):
 def test_options_are_off_by_default_and_parse():
     default = config()
     assert default.model.temporal_residual is False and default.model.state_dropout == 0.0
+    assert default.model.warp_state is False
     assert default.data.mixup.kind == "none"
     on = config(temporal_residual=True, state_dropout=0.25)
     assert on.model.temporal_residual and on.model.state_dropout == 0.25
@@ -298,6 +362,7 @@ def test_options_are_off_by_default_and_parse():
     [
         ({"name": "vanilla-none-small-shallow", "temporal_residual": True}, {}, "model.temporal_residual: needs"),
         ({"name": "vanilla-none-small-shallow", "state_dropout": 0.2}, {}, "model.state_dropout: needs"),
+        ({"name": "vanilla-none-small-shallow", "warp_state": True}, {}, "model.warp_state: needs"),
         ({"state_dropout": 1.0}, {}, r"probability in \[0, 1\)"),
         ({"temporal_residual": True}, {"init_temporal": "identity"}, "already start as the identity"),
     ],
@@ -309,7 +374,7 @@ def test_bad_option_combinations_are_errors(model, train, message):
 
 
 def test_the_model_refuses_options_it_cannot_honour():
-    with pytest.raises(ValueError, match="per-frame"):
+    with pytest.raises(ValueError, match="need temporal units"):
         build_model("vanilla-none-small-shallow", temporal_residual=True)
     with pytest.raises(ValueError, match="probability"):
         build_model("vanilla-cgru-small-shallow", state_dropout=-0.1)
@@ -340,7 +405,7 @@ def test_warm_started_residual_recipe_with_every_option_trains_and_resumes(tmp_p
     recipe = run_config(
         "vanilla-cgru-small-shallow",
         2,
-        model={"temporal_residual": True, "state_dropout": 0.3},
+        model={"temporal_residual": True, "state_dropout": 0.3, "warp_state": True},
         data={"frame_stride": [1, 2], "mixup": {"kind": "cutmix", "prob": 0.5}},
         train={"steps": 2, "init_from": str(tmp_path / "pre" / "last.pt")},
     )
@@ -348,6 +413,6 @@ def test_warm_started_residual_recipe_with_every_option_trains_and_resumes(tmp_p
     assert result.step == 2
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     model = model_from_checkpoint(last)
-    assert model.temporal_residual and model.state_dropout == 0.0  # dropout is a training setting
+    assert model.temporal_residual and model.warp_state and model.state_dropout == 0.0  # dropout: training only
     recipe.train.steps = 3
     assert train(recipe, tmp_path / "run", resume=True, log=quiet).step == 3

@@ -33,6 +33,8 @@ class ModelConfig:
     (and a warm start from a per-frame checkpoint reproduces exactly) its per-frame twin (``models.temporal``)."""
     state_dropout: float = 0.0
     """Training only: probability that a sample's incoming hidden state (all levels) is replaced by zeros, per frame."""
+    warp_state: bool = False
+    """Temporal units warp the previous state by a motion field the model predicts (starting at zero motion)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -387,8 +389,13 @@ def validate(config: Config, source: str) -> None:
     model = config.model
     if not (math.isfinite(model.state_dropout) and 0 <= model.state_dropout < 1):
         fail("model.state_dropout", f"expected a probability in [0, 1), found {model.state_dropout}")
-    if (model.temporal_residual or model.state_dropout > 0) and "-none-" in model.name:
-        key = "model.temporal_residual" if model.temporal_residual else "model.state_dropout"
+    options = {
+        "temporal_residual": model.temporal_residual,
+        "state_dropout": model.state_dropout > 0,
+        "warp_state": model.warp_state,
+    }
+    if any(options.values()) and "-none-" in model.name:
+        key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
     if model.temporal_residual and train.init_temporal == "identity":
         fail(

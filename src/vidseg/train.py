@@ -656,6 +656,7 @@ class Trainer:
             num_classes=self.num_classes,
             temporal_residual=config.model.temporal_residual,
             state_dropout=config.model.state_dropout,
+            warp_state=config.model.warp_state,
         )
         self.copied: list[str] = []
         if payload is not None:

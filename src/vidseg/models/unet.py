@@ -106,6 +106,7 @@ class RecurrentUNet(nn.Module):
         temporal_residual: skips pass ``x + h`` (residual units, see ``vidseg.models.temporal``) instead of ``h``.
         state_dropout: in training mode, probability that a sample's incoming state is replaced by zeros
             (``vidseg.models.temporal.drop_state``); no effect in eval mode.
+        warp_state: units motion-compensate the previous state first (``vidseg.models.temporal.StateWarp``).
     """
 
     def __init__(
@@ -117,17 +118,19 @@ class RecurrentUNet(nn.Module):
         in_channels: int = 3,
         temporal_residual: bool = False,
         state_dropout: float = 0.0,
+        warp_state: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
         if len(channels) < 2:
             raise ValueError(f"a UNet needs at least 2 levels, got channels={channels}")
-        if temporal is None and (temporal_residual or state_dropout):
-            raise ValueError("temporal_residual and state_dropout need temporal units; this model is per-frame")
+        if temporal is None and (temporal_residual or state_dropout or warp_state):
+            raise ValueError("temporal_residual, state_dropout and warp_state need temporal units; the model has none")
         if not 0 <= state_dropout < 1:
             raise ValueError(f"state_dropout is a probability in [0, 1), got {state_dropout}")
         self.temporal_residual = temporal_residual
         self.state_dropout = state_dropout
+        self.warp_state = warp_state
         self.channels = channels
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -136,6 +139,7 @@ class RecurrentUNet(nn.Module):
         self.encoder = nn.ModuleList([blocks.stem(in_channels, channels[0])])
         self.encoder.extend(blocks.down(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
         unit_options = {"residual": True} if temporal_residual else {}
+        unit_options.update({"warp": True} if warp_state else {})
         self.temporal = nn.ModuleList([temporal(c, **unit_options) for c in channels]) if temporal else nn.ModuleList()
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
