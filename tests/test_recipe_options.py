@@ -7,6 +7,8 @@ state over long videos, learn away from the identity, and be supported by every 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -259,6 +261,26 @@ def test_state_dropout_in_training_changes_the_logits():
         expected, _ = twin(clip)
     assert torch.equal(got[:, 0], expected[:, 0])  # nothing to drop on the first frame
     assert not torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["step", "stage"])
+def test_state_dropout_draws_the_same_masks_when_steps_are_recomputed_in_backward(mode):
+    # Activation checkpointing runs each step again in backward; the dropout draw must repeat, or the gradients
+    # would belong to another forward pass.
+    from vidseg.train import ClipForward, checkpoint_stages
+
+    torch.manual_seed(0)
+    reference = build_model("vanilla-cgru-small-shallow", num_classes=5, state_dropout=0.5, temporal_residual=True)
+    randomise_units(reference)
+    recomputed = copy.deepcopy(reference)
+    if mode == "stage":
+        checkpoint_stages(recomputed)
+    clip = torch.randn(4, 4, 3, 16, 16)
+    for model, steps in ((reference, False), (recomputed, True)):
+        torch.manual_seed(5)
+        ClipForward(model, checkpoint_steps=steps)(clip).square().mean().backward()
+    for (name, p), q in zip(reference.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # ------------------------------------------------------------------------------------------- state warping
