@@ -138,8 +138,8 @@ class RecurrentUNet(nn.Module):
 
         self.encoder = nn.ModuleList([blocks.stem(in_channels, channels[0])])
         self.encoder.extend(blocks.down(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
-        unit_options = {"residual": True} if temporal_residual else {}
-        unit_options.update({"warp": True} if warp_state else {})
+        # Only the options that are on: a unit class without them still builds the plain model.
+        unit_options = {name: True for name, on in (("residual", temporal_residual), ("warp", warp_state)) if on}
         self.temporal = nn.ModuleList([temporal(c, **unit_options) for c in channels]) if temporal else nn.ModuleList()
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
