@@ -78,6 +78,34 @@ def test_residual_model_warm_started_from_per_frame_reproduces_its_logits(tmp_pa
 
 
 @pytest.mark.parametrize("unit", UNITS)
+def test_identity_init_resets_residual_units_to_the_per_frame_function(tmp_path, unit):
+    # With init_temporal=identity even units whose weights were copied from a trained temporal model start over.
+    from vidseg.train import identity_init_temporal
+
+    torch.manual_seed(0)
+    trained = randomise_units(build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True))
+    path = tmp_path / "temporal.pt"
+    name = f"vanilla-{unit}-small-shallow"
+    save_checkpoint(path, {"model_name": name, "num_classes": 5, "model": trained.state_dict()})
+    model = build_model(name, num_classes=5, temporal_residual=True).eval()
+    assert warm_start(model, str(path), "identity", quiet)
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
+    per_frame.load_state_dict(trained.state_dict(), strict=False)
+    clip = torch.randn(1, 3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(clip)[0], per_frame(clip)[0])
+        assert not torch.equal(trained.eval()(clip)[0], per_frame(clip)[0])
+    config = config_from_dict(
+        {"model": {"name": f"vanilla-{unit}-small-shallow", "temporal_residual": True},
+         "train": {"steps": 1, "init_temporal": "identity"}}
+    )
+    assert config.train.init_temporal == "identity"
+    identity_init_temporal(model)  # on a fresh model: changes nothing
+    with torch.no_grad():
+        assert torch.equal(model(clip)[0], per_frame(clip)[0])
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_residual_units_change_the_logits_once_their_input_path_moves(unit):
     torch.manual_seed(0)
     per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
@@ -386,7 +414,7 @@ def test_options_are_off_by_default_and_parse():
         ({"name": "vanilla-none-small-shallow", "state_dropout": 0.2}, {}, "model.state_dropout: needs"),
         ({"name": "vanilla-none-small-shallow", "warp_state": True}, {}, "model.warp_state: needs"),
         ({"state_dropout": 1.0}, {}, r"probability in \[0, 1\)"),
-        ({"temporal_residual": True}, {"init_temporal": "identity"}, "already start as the identity"),
+        ({"name": "vanilla-cgru-small-shallow"}, {"init_temporal": "identity"}, "cRNN units and residual units"),
     ],
 )
 def test_bad_option_combinations_are_errors(model, train, message):

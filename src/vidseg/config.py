@@ -144,7 +144,8 @@ class TrainConfig:
     init_from: str | None = None
     """A checkpoint whose weights of matching name and shape initialise the model (warm start)."""
     init_temporal: Literal["default", "identity"] = "default"
-    """``identity``: cRNN units start with C_x = identity and C_h = 0, so the model reproduces per-frame logits."""
+    """``identity``: cRNN units start with C_x = identity and C_h = 0, so the model reproduces per-frame logits;
+    residual units (``model.temporal_residual``, cRNN or cGRU) start with their input path at zero, to the same end."""
     tensorboard: bool = True
 
 
@@ -380,11 +381,11 @@ def validate(config: Config, source: str) -> None:
     for key, budget in budgets.items():
         if budget is not None and budget <= 0:
             fail(key, f"expected a positive budget or null, found {budget}")
-    if train.init_temporal == "identity" and "-crnn-" not in config.model.name:
+    if train.init_temporal == "identity" and "-crnn-" not in config.model.name and not config.model.temporal_residual:
         fail(
             "train.init_temporal",
-            f"'identity' is defined for cRNN units only; model {config.model.name!r} has none "
-            "(use 'default', or a *-crnn-* model)",
+            f"'identity' is defined for cRNN units and residual units only; model {config.model.name!r} has "
+            "neither (use 'default', a *-crnn-* model, or model.temporal_residual)",
         )
     model = config.model
     if not (math.isfinite(model.state_dropout) and 0 <= model.state_dropout < 1):
@@ -397,12 +398,6 @@ def validate(config: Config, source: str) -> None:
     if any(options.values()) and "-none-" in model.name:
         key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
-    if model.temporal_residual and train.init_temporal == "identity":
-        fail(
-            "train.init_temporal",
-            "'identity' sets C_x = identity, which a residual unit must not have: residual units already start as "
-            "the identity (their input path is zero); use 'default' with model.temporal_residual",
-        )
     if evaluation.max_samples is not None and evaluation.max_samples < 1:
         fail("eval.max_samples", f"expected a positive count or null, found {evaluation.max_samples}")
     mix = data.mixup

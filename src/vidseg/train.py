@@ -54,7 +54,7 @@ from vidseg.fileio import (
 from vidseg.metrics import all_reduce_sum, nan_to_none
 from vidseg.models import build_model
 from vidseg.models.inference import cpu_has_fast_bf16
-from vidseg.models.temporal import ConvRNN
+from vidseg.models.temporal import ConvRNN, zero_input_path
 
 if TYPE_CHECKING:
     from vidseg.models import RecurrentUNet
@@ -403,7 +403,12 @@ def warm_start(model: RecurrentUNet, path: str, init_temporal: str, log: Callabl
 
 @torch.no_grad()
 def identity_init_temporal(model: RecurrentUNet) -> None:
-    """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases."""
+    """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases; residual units
+    (cRNN or cGRU) to a zero input path (their state stays 0, their skip is x)."""
+    if model.temporal_residual:
+        for cell in model.temporal:
+            zero_input_path(cell)
+        return
     units = [unit for unit in model.temporal if isinstance(unit, ConvRNN)]
     if not units:
         raise VidsegError("train.init_temporal: 'identity' needs a model with cRNN units (*-crnn-*)")
