@@ -29,6 +29,7 @@ from vidseg.data.transforms import MEAN, STD
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
 from vidseg.models import build_model
+from vidseg.models.zoo import architecture_options
 
 FORMAT = "vidseg-checkpoint-v1"
 
@@ -159,7 +160,8 @@ def _corrupt(path: Path, error: BaseException) -> VidsegError:
 def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>"):
     """Build the checkpoint's model and load its weights; raise VidsegError on any mismatch."""
     try:
-        model = build_model(checkpoint["model_name"], num_classes=int(checkpoint["num_classes"]))
+        options = architecture_options((checkpoint.get("config") or {}).get("model"))
+        model = build_model(checkpoint["model_name"], num_classes=int(checkpoint["num_classes"]), **options)
     except ValueError as error:
         raise VidsegError(f"checkpoint {path}: {error}") from error
     missing, unexpected = _state_dict_differences(model.state_dict(), checkpoint["model"])

@@ -28,6 +28,13 @@ from vidseg.errors import VidsegError
 class ModelConfig:
     name: str = "vanilla-none-small-shallow"
     """One of ``vidseg.models.MODEL_NAMES``; the class count comes from ``data.label_set``."""
+    temporal_residual: bool = False
+    """Residual temporal units: skips pass ``x + h`` and the units start as the identity, so the model starts as
+    (and a warm start from a per-frame checkpoint reproduces exactly) its per-frame twin (``models.temporal``)."""
+    state_dropout: float = 0.0
+    """Training only: probability that a sample's incoming hidden state (all levels) is replaced by zeros, per frame."""
+    warp_state: bool = False
+    """Temporal units warp the previous state by a motion field the model predicts (starting at zero motion)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -44,6 +51,19 @@ class CorruptConfig:
     )
     seed: int = 0
     """Fixes which validation frames are corrupted and how (training draws change every epoch)."""
+
+
+@dataclass
+class MixConfig:
+    """Mixing two training clips (``vidseg.data.mix``): the same box on every frame of the window."""
+
+    kind: Literal["none", "cutmix"] = "none"
+    """``cutmix``: a box of another clip, labels pasted with it; pixel-blending mixup is not offered (no class
+    for a blended pixel without soft targets)."""
+    prob: float = 0.5
+    """Share of training samples that are mixed."""
+    alpha: float = 1.0
+    """The kept share of the clip is drawn from Beta(alpha, alpha)."""
 
 
 @dataclass
@@ -72,6 +92,7 @@ class DataConfig:
     """A frame cache written by ``vidseg prepare``; None reads the PNG tree."""
     skip_missing: bool = False
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)
+    mixup: MixConfig = field(default_factory=MixConfig)
 
 
 @dataclass
@@ -123,7 +144,8 @@ class TrainConfig:
     init_from: str | None = None
     """A checkpoint whose weights of matching name and shape initialise the model (warm start)."""
     init_temporal: Literal["default", "identity"] = "default"
-    """``identity``: cRNN units start with C_x = identity and C_h = 0, so the model reproduces per-frame logits."""
+    """``identity``: cRNN units start with C_x = identity and C_h = 0, so the model reproduces per-frame logits;
+    residual units (``model.temporal_residual``, cRNN or cGRU) start with their input path at zero, to the same end."""
     tensorboard: bool = True
 
 
@@ -360,14 +382,30 @@ def validate(config: Config, source: str) -> None:
     for key, budget in budgets.items():
         if budget is not None and budget <= 0:
             fail(key, f"expected a positive budget or null, found {budget}")
-    if train.init_temporal == "identity" and "-crnn-" not in config.model.name:
+    if train.init_temporal == "identity" and "-crnn-" not in config.model.name and not config.model.temporal_residual:
         fail(
             "train.init_temporal",
-            f"'identity' is defined for cRNN units only; model {config.model.name!r} has none "
-            "(use 'default', or a *-crnn-* model)",
+            f"'identity' is defined for cRNN units and residual units only; model {config.model.name!r} has "
+            "neither (use 'default', a *-crnn-* model, or model.temporal_residual)",
         )
+    model = config.model
+    if not (math.isfinite(model.state_dropout) and 0 <= model.state_dropout < 1):
+        fail("model.state_dropout", f"expected a probability in [0, 1), found {model.state_dropout}")
+    options = {
+        "temporal_residual": model.temporal_residual,
+        "state_dropout": model.state_dropout > 0,
+        "warp_state": model.warp_state,
+    }
+    if any(options.values()) and "-none-" in model.name:
+        key = "model." + next(name for name, on in options.items() if on)
+        fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
     if evaluation.max_samples is not None and evaluation.max_samples < 1:
         fail("eval.max_samples", f"expected a positive count or null, found {evaluation.max_samples}")
+    mix = data.mixup
+    if not (math.isfinite(mix.prob) and 0 <= mix.prob <= 1):
+        fail("data.mixup.prob", f"expected a share of samples in [0, 1], found {mix.prob}")
+    if not (math.isfinite(mix.alpha) and mix.alpha > 0):
+        fail("data.mixup.alpha", f"expected a positive number, found {mix.alpha}")
     corrupt = data.corrupt
     if not (math.isfinite(corrupt.rate) and 0 <= corrupt.rate <= 1):
         fail("data.corrupt.rate", f"expected a share of frames in [0, 1], found {corrupt.rate}")

@@ -39,6 +39,7 @@ from vidseg.config import Config, config_from_dict, config_to_dict, dump_config,
 from vidseg.data.clips import ClipDataset, open_dataset
 from vidseg.data.corrupt import CorruptedClips, Corruption
 from vidseg.data.labels import IGNORE_INDEX
+from vidseg.data.mix import CutMixClips
 from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.errors import VidsegError
 from vidseg.evaluate import evaluate_model
@@ -53,7 +54,7 @@ from vidseg.fileio import (
 from vidseg.metrics import all_reduce_sum, nan_to_none
 from vidseg.models import build_model
 from vidseg.models.inference import cpu_has_fast_bf16
-from vidseg.models.temporal import ConvRNN
+from vidseg.models.temporal import ConvRNN, zero_input_path
 
 if TYPE_CHECKING:
     from vidseg.models import RecurrentUNet
@@ -116,7 +117,7 @@ def build_datasets(config: Config, with_val: bool = True):
     scaled = scale != (1.0, 1.0)
     train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
-    train_set: ClipDataset | CorruptedClips
+    train_set: ClipDataset | CutMixClips | CorruptedClips
     val_set: ClipDataset | CorruptedClips
     try:
         train_set = open_dataset(
@@ -133,6 +134,8 @@ def build_datasets(config: Config, with_val: bool = True):
         )
     except ValueError as error:  # a window that cannot fit the snippets
         raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
+    if data.mixup.kind == "cutmix" and data.mixup.prob > 0:  # mixed clean, then corrupted per frame
+        train_set = CutMixClips(train_set, data.mixup.prob, data.mixup.alpha)
     corruption = None
     if data.corrupt.rate > 0:  # the "-C" variant: corrupted frames, drawn anew per sample in training
         corruption = Corruption(data.corrupt.rate, tuple(data.corrupt.kinds), data.corrupt.seed)
@@ -400,7 +403,12 @@ def warm_start(model: RecurrentUNet, path: str, init_temporal: str, log: Callabl
 
 @torch.no_grad()
 def identity_init_temporal(model: RecurrentUNet) -> None:
-    """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases."""
+    """Set every cRNN unit to y_t = ReLU(x_t): C_x = identity (centre tap), C_h = 0, zero biases; residual units
+    (cRNN or cGRU) to a zero input path (their state stays 0, their skip is x)."""
+    if model.temporal_residual:
+        for cell in model.temporal:
+            zero_input_path(cell)
+        return
     units = [unit for unit in model.temporal if isinstance(unit, ConvRNN)]
     if not units:
         raise VidsegError("train.init_temporal: 'identity' needs a model with cRNN units (*-crnn-*)")
@@ -648,7 +656,13 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.optim.accumulate)
 
-        self.model = build_model(config.model.name, num_classes=self.num_classes)
+        self.model = build_model(
+            config.model.name,
+            num_classes=self.num_classes,
+            temporal_residual=config.model.temporal_residual,
+            state_dropout=config.model.state_dropout,
+            warp_state=config.model.warp_state,
+        )
         self.copied: list[str] = []
         if payload is not None:
             self.copied = list(payload.get("copied_parameters", []))

@@ -178,12 +178,15 @@ class FusedConvRNN(nn.Module):
     def __init__(self, unit: temporal.ConvRNN):
         super().__init__()
         self.hidden_conv = FusedConv(unit.hidden_conv)
-        self.input_conv = FusedConv(unit.input_conv, None, "relu")
+        self.input_conv = FusedConv(unit.input_conv, None, "tanh" if unit.residual else "relu")
         self.register_buffer("zero_state_bias", self.hidden_conv.bias.detach().reshape(1, -1, 1, 1).clone())
+        self.state_warp = unit.state_warp  # a small convolution and a resampling: kept as they are
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:  # C_h * 0 is just C_h's bias
             return self.input_conv(x, other=self.zero_state_bias.expand_as(x).contiguous(memory_format=_layout(x)))
+        if self.state_warp is not None:
+            h = self.state_warp(x, h).contiguous(memory_format=_layout(x))
         return self.input_conv(x, other=self.hidden_conv(h))
 
 
@@ -192,10 +195,13 @@ class FusedConvGRU(nn.Module):
         super().__init__()
         self.gates_conv = FusedConv(unit.gates_conv, None, "sigmoid")
         self.candidate_conv = FusedConv(unit.candidate_conv, None, "tanh")
+        self.state_warp = unit.state_warp
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:
             h = torch.zeros_like(x)
+        elif self.state_warp is not None:
+            h = self.state_warp(x, h).contiguous(memory_format=_layout(x))
         r, z = self.gates_conv(torch.cat([x, h], dim=1)).chunk(2, dim=1)
         n = self.candidate_conv(torch.cat([x, r * h], dim=1))
         return torch.lerp(n, h, z)  # (1 - z) * n + z * h in one pass
@@ -241,6 +247,7 @@ class InferenceUNet(nn.Module):
         super().__init__()
         self.source = _Geometry(model)
         self.is_temporal = model.is_temporal
+        self.temporal_residual = model.temporal_residual
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.dtype = dtype

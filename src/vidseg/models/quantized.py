@@ -355,6 +355,9 @@ class QuantizedUNet(nn.Module):
         super().__init__()
         if any(isinstance(m, blocks.ConvNeXtBlock | blocks.ConvNeXtUp) for m in model.modules()):
             raise ValueError("int8 supports vanilla and resnet blocks, not convnext ones (GELU, reflect padding)")
+        if model.temporal_residual or model.warp_state:
+            raise ValueError("int8 does not support residual temporal units or state warping (model.temporal_residual, "
+                             "model.warp_state)")
         fused = inference.optimize_for_inference(model, torch.float32, channels_last=True)
         self.source = fused.source
         self.is_temporal = model.is_temporal

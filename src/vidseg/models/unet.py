@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.blocks import BlockSet
+from vidseg.models.temporal import drop_state
 
 if TYPE_CHECKING:
     from vidseg.models.inference import InferenceUNet
@@ -61,8 +62,8 @@ def run_levels(
         features.append(x)
     if model.is_temporal:
         hidden = check_state(state, features)
-        skips = [unit(f, h) for unit, f, h in zip(model.temporal, features, hidden)]
-        new_state: State = tuple(skips)
+        new_state: State = tuple(unit(f, h) for unit, f, h in zip(model.temporal, features, hidden))
+        skips = [f + h for f, h in zip(features, new_state)] if model.temporal_residual else list(new_state)
     else:
         skips, new_state = features, ()
     y = skips[-1]
@@ -102,6 +103,10 @@ class RecurrentUNet(nn.Module):
         temporal: temporal unit class (``ConvRNN``, ``ConvGRU``) or None for a per-frame model.
         num_classes: output classes.
         in_channels: input channels (3 for RGB).
+        temporal_residual: skips pass ``x + h`` (residual units, see ``vidseg.models.temporal``) instead of ``h``.
+        state_dropout: in training mode, probability that a sample's incoming state is replaced by zeros
+            (``vidseg.models.temporal.drop_state``); no effect in eval mode.
+        warp_state: units motion-compensate the previous state first (``vidseg.models.temporal.StateWarp``).
     """
 
     def __init__(
@@ -111,11 +116,21 @@ class RecurrentUNet(nn.Module):
         temporal: type[nn.Module] | None,
         num_classes: int,
         in_channels: int = 3,
+        temporal_residual: bool = False,
+        state_dropout: float = 0.0,
+        warp_state: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
         if len(channels) < 2:
             raise ValueError(f"a UNet needs at least 2 levels, got channels={channels}")
+        if temporal is None and (temporal_residual or state_dropout or warp_state):
+            raise ValueError("temporal_residual, state_dropout and warp_state need temporal units; the model has none")
+        if not 0 <= state_dropout < 1:
+            raise ValueError(f"state_dropout is a probability in [0, 1), got {state_dropout}")
+        self.temporal_residual = temporal_residual
+        self.state_dropout = state_dropout
+        self.warp_state = warp_state
         self.channels = channels
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -123,7 +138,9 @@ class RecurrentUNet(nn.Module):
 
         self.encoder = nn.ModuleList([blocks.stem(in_channels, channels[0])])
         self.encoder.extend(blocks.down(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
-        self.temporal = nn.ModuleList([temporal(c) for c in channels]) if temporal is not None else nn.ModuleList()
+        # Only the options that are on: a unit class without them still builds the plain model.
+        unit_options = {name: True for name, on in (("residual", temporal_residual), ("warp", warp_state)) if on}
+        self.temporal = nn.ModuleList([temporal(c, **unit_options) for c in channels]) if temporal else nn.ModuleList()
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
@@ -162,6 +179,8 @@ class RecurrentUNet(nn.Module):
             logits ``[B, num_classes, H, W]`` and the new state.
         """
         self._check_frame(frame)
+        if self.training and self.state_dropout > 0 and state:
+            state = drop_state(state, self.state_dropout)
         height, width = frame.shape[-2:]
         padded_h, padded_w = self.padded_size(height, width)
         logits, state = run_levels(self, F.pad(frame, (0, padded_w - width, 0, padded_h - height)), state)

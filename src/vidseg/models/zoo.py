@@ -6,6 +6,9 @@ rules that reproduce them are in ``docs/model-spec.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vidseg.models.blocks import BLOCK_SETS
 from vidseg.models.temporal import TEMPORAL_UNITS
 from vidseg.models.unet import RecurrentUNet
@@ -51,12 +54,21 @@ def parse_model_name(name: str) -> tuple[str, str, str]:
     return block, temporal, size
 
 
-def build_model(name: str, num_classes: int = REPORT_NUM_CLASSES) -> RecurrentUNet:
+def build_model(
+    name: str,
+    num_classes: int = REPORT_NUM_CLASSES,
+    temporal_residual: bool = False,
+    state_dropout: float = 0.0,
+    warp_state: bool = False,
+) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
     Args:
         name: one of ``MODEL_NAMES``.
         num_classes: output classes (20 reproduces the report's counts; 19 is standard Cityscapes).
+        temporal_residual: residual temporal units (``RecurrentUNet``); same parameters, so the count is unchanged.
+        state_dropout: state dropout probability in training (``RecurrentUNet``).
+        warp_state: units warp the previous state by a predicted motion (``RecurrentUNet``; adds parameters).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -64,7 +76,20 @@ def build_model(name: str, num_classes: int = REPORT_NUM_CLASSES) -> RecurrentUN
         channels=SIZES[size],
         temporal=TEMPORAL_UNITS[temporal],
         num_classes=num_classes,
+        temporal_residual=temporal_residual,
+        state_dropout=state_dropout,
+        warp_state=warp_state,
     )
+
+
+def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``build_model`` options that change what a trained model computes, from a stored ``model`` config
+    section (a checkpoint's ``config["model"]``); options absent from older configs take their defaults."""
+    model_config = model_config or {}
+    return {
+        "temporal_residual": bool(model_config.get("temporal_residual", False)),
+        "warp_state": bool(model_config.get("warp_state", False)),
+    }
 
 
 def count_parameters(model) -> int:

@@ -1,0 +1,468 @@
+"""Recipe options of issue 15 on the model side: residual (identity-preserving) temporal units, state dropout and
+state warping, and all of them with CutMix in one warm-started training run.
+
+Residual units must reproduce the per-frame twin exactly when they start (fresh or warm-started), keep a bounded
+state over long videos, learn away from the identity, and be supported by every inference path (or refused).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidseg.checkpoint import model_from_checkpoint, save_checkpoint
+from vidseg.config import config_from_dict
+from vidseg.errors import VidsegError
+from vidseg.models import build_model, count_parameters, optimize_for_inference
+from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, warp, zero_input_path
+from vidseg.train import warm_start
+
+UNITS = ["crnn", "cgru"]
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return model
+
+
+def randomise_units(model: nn.Module, std: float | None = None, seed: int = 0) -> nn.Module:
+    """Give every temporal unit random weights (a residual unit's input path starts at zero)."""
+    torch.manual_seed(seed)
+    for module in model.temporal.modules():
+        if isinstance(module, nn.Conv2d):
+            module.reset_parameters()
+            if std is not None:
+                nn.init.normal_(module.weight, std=std)
+                nn.init.normal_(module.bias, std=std)
+    return model
+
+
+# ------------------------------------------------------------------------------------------ residual units
+
+
+@pytest.mark.parametrize("block", ["vanilla", "resnet", "convnext"])
+@pytest.mark.parametrize("unit", UNITS)
+def test_residual_model_warm_started_from_per_frame_reproduces_its_logits(tmp_path, block, unit):
+    size = "small-deep" if block == "convnext" else "small-shallow"  # convnext exists in deep sizes only
+    torch.manual_seed(0)
+    per_frame = with_random_batchnorm(build_model(f"{block}-none-{size}", num_classes=7))
+    path = tmp_path / "per_frame.pt"
+    save_checkpoint(path, {"model_name": f"{block}-none-{size}", "num_classes": 7, "model": per_frame.state_dict()})
+
+    torch.manual_seed(1)
+    temporal = build_model(f"{block}-{unit}-{size}", num_classes=7, temporal_residual=True)
+    copied = warm_start(temporal, str(path), "default", quiet)
+    assert not any(name.startswith("temporal.") for name in copied)
+
+    clip = torch.randn(2, 4, 3, 37, 45)
+    for mode in ("eval", "train"):
+        per_frame.train(mode == "train")
+        temporal.train(mode == "train")
+        with torch.no_grad():
+            expected, _ = per_frame(clip)
+            logits, state = temporal(clip)
+        assert torch.equal(logits, expected), mode
+        assert all(not h.any() for h in state), "the state of a unit at the identity stays zero"
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_identity_init_resets_residual_units_to_the_per_frame_function(tmp_path, unit):
+    # With init_temporal=identity even units whose weights were copied from a trained temporal model start over.
+    from vidseg.train import identity_init_temporal
+
+    torch.manual_seed(0)
+    trained = randomise_units(build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True))
+    path = tmp_path / "temporal.pt"
+    name = f"vanilla-{unit}-small-shallow"
+    save_checkpoint(path, {"model_name": name, "num_classes": 5, "model": trained.state_dict()})
+    model = build_model(name, num_classes=5, temporal_residual=True).eval()
+    assert warm_start(model, str(path), "identity", quiet)
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
+    per_frame.load_state_dict(trained.state_dict(), strict=False)
+    clip = torch.randn(1, 3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(clip)[0], per_frame(clip)[0])
+        assert not torch.equal(trained.eval()(clip)[0], per_frame(clip)[0])
+    config = config_from_dict(
+        {"model": {"name": f"vanilla-{unit}-small-shallow", "temporal_residual": True},
+         "train": {"steps": 1, "init_temporal": "identity"}}
+    )
+    assert config.train.init_temporal == "identity"
+    identity_init_temporal(model)  # on a fresh model: changes nothing
+    with torch.no_grad():
+        assert torch.equal(model(clip)[0], per_frame(clip)[0])
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_residual_units_change_the_logits_once_their_input_path_moves(unit):
+    torch.manual_seed(0)
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
+    temporal = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True).eval()
+    temporal.load_state_dict(per_frame.state_dict(), strict=False)
+    randomise_units(temporal)
+    clip = torch.randn(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        expected, _ = per_frame(clip)
+        logits, _ = temporal(clip)
+    assert not torch.allclose(logits, expected)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_residual_model_has_the_plain_models_parameters(unit):
+    plain = build_model(f"resnet-{unit}-small-shallow", num_classes=20)
+    residual = build_model(f"resnet-{unit}-small-shallow", num_classes=20, temporal_residual=True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in residual.state_dict().items()}
+    assert count_parameters(plain) == count_parameters(residual)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_gradients_reach_the_zeroed_input_path_of_residual_units(unit):
+    # A unit that starts at the identity must be able to leave it (a zero-initialised ReLU cRNN could not).
+    torch.manual_seed(0)
+    model = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True)
+    logits, _ = model(torch.randn(2, 3, 3, 32, 32))
+    logits.square().mean().backward()
+    for level, cell in enumerate(model.temporal):
+        if unit == "crnn":
+            grad = cell.input_conv.weight.grad
+        else:
+            grad = cell.candidate_conv.weight.grad
+            grad = None if grad is None else grad[:, : cell.channels]  # the x half
+        assert grad is not None and grad.abs().sum() > 0, level
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", UNITS)
+def test_residual_state_stays_bounded_over_a_1000_frame_stream(unit):
+    # Large random weights: a ReLU cRNN with these weights grows without bound; tanh and the cGRU's convex mix
+    # keep every state value inside (-1, 1) whatever the frames.
+    model = randomise_units(build_model(f"vanilla-{unit}-small-shallow", num_classes=3, temporal_residual=True), 0.5)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    state = None
+    largest = 0.0
+    with torch.no_grad():
+        for _ in range(1000):
+            logits, state = model.step(3 * torch.randn(1, 3, 16, 16, generator=generator), state)
+            largest = max(largest, max(float(h.abs().max()) for h in state))
+            assert all(torch.isfinite(h).all() for h in state) and torch.isfinite(logits).all()
+    assert 0 < largest <= 1.0
+
+
+def test_plain_crnn_with_the_same_weights_is_unbounded():
+    # What the residual cRNN's tanh prevents (and why the bound above is not a given).
+    model = randomise_units(build_model("vanilla-crnn-small-shallow", num_classes=3), 0.5).eval()
+    generator = torch.Generator().manual_seed(0)
+    state = None
+    with torch.no_grad():
+        for _ in range(20):
+            _, state = model.step(3 * torch.randn(1, 3, 16, 16, generator=generator), state)
+    assert max(float(h.abs().max()) for h in state) > 1e6
+
+
+def test_zero_input_path_refuses_other_modules():
+    with pytest.raises(TypeError, match="ConvRNN or ConvGRU"):
+        zero_input_path(nn.Conv2d(3, 3, 3))
+    for unit in (ConvRNN(4, residual=True), ConvGRU(4, residual=True)):
+        h = None
+        for _ in range(3):
+            h = unit(torch.randn(1, 4, 6, 6), h)
+            assert not h.any()
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_fused_inference_copy_supports_residual_units(unit):
+    model = build_model(f"resnet-{unit}-small-shallow", num_classes=5, temporal_residual=True)
+    model = randomise_units(with_random_batchnorm(model)).eval()
+    fused = optimize_for_inference(model, dtype=torch.float32)
+    frames = torch.randn(1, 3, 3, 37, 45)
+    with torch.no_grad():
+        expected, expected_state = model(frames)
+        logits, state = fused(frames)
+    assert (logits - expected).abs().max() < 1e-4
+    for got, want in zip(state, expected_state):
+        assert (got - want).abs().max() < 1e-4
+
+
+def test_int8_refuses_residual_units():
+    from vidseg.models.quantized import QuantizedUNet
+
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True).eval()
+    with pytest.raises(ValueError, match="residual temporal units"):
+        QuantizedUNet(model)
+
+
+def test_checkpoint_rebuilds_the_residual_model_from_its_config():
+    model = randomise_units(build_model("vanilla-cgru-small-shallow", num_classes=5, temporal_residual=True)).eval()
+    checkpoint = {
+        "model_name": "vanilla-cgru-small-shallow",
+        "num_classes": 5,
+        "model": model.state_dict(),
+        "config": {"model": {"name": "vanilla-cgru-small-shallow", "temporal_residual": True, "state_dropout": 0.3}},
+    }
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    assert rebuilt.temporal_residual
+    clip = torch.randn(1, 3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(clip)[0], model(clip)[0])
+    # Checkpoints of older versions have no such key: the plain model.
+    del checkpoint["config"]
+    assert not model_from_checkpoint(checkpoint).temporal_residual
+
+
+# ------------------------------------------------------------------------------------------- state dropout
+
+
+def test_drop_state_zeroes_whole_samples_at_every_level_together():
+    torch.manual_seed(0)
+    state = (torch.rand(64, 2, 4, 4) + 0.1, torch.rand(64, 3, 2, 2) + 0.1)
+    dropped = drop_state(state, 0.5)
+    kept = [bool(dropped[0][i].any()) for i in range(64)]
+    for i in range(64):
+        for level in range(2):
+            if kept[i]:
+                assert torch.equal(dropped[level][i], state[level][i])
+            else:
+                assert not dropped[level][i].any()
+    assert 16 < sum(kept) < 48
+    assert all(torch.equal(a, b) for a, b in zip(drop_state(state, 0.0), state))
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_state_dropout_in_training_replaces_the_incoming_state_by_zeros(unit):
+    torch.manual_seed(0)
+    model = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, state_dropout=0.5)
+    twin = build_model(f"vanilla-{unit}-small-shallow", num_classes=5)
+    twin.load_state_dict(model.state_dict())
+    model.eval(), twin.eval()
+    frames = torch.randn(6, 2, 3, 16, 16)
+    with torch.no_grad():
+        _, state = twin.step(frames[:, 0])
+        model.train(), twin.train()
+        torch.manual_seed(7)
+        got, got_state = model.step(frames[:, 1], state)
+        torch.manual_seed(7)
+        keep = torch.rand(6) >= 0.5  # the draw drop_state makes
+        expected_state = tuple(h * keep.reshape(-1, 1, 1, 1) for h in state)
+        expected, expected_new = twin.step(frames[:, 1], expected_state)
+    assert 0 < int(keep.sum()) < 6
+    assert torch.equal(got, expected)
+    assert all(torch.equal(a, b) for a, b in zip(got_state, expected_new))
+
+
+def test_state_dropout_has_no_effect_in_eval_mode():
+    torch.manual_seed(0)
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, state_dropout=0.9).eval()
+    twin = build_model("vanilla-crnn-small-shallow", num_classes=5).eval()
+    twin.load_state_dict(model.state_dict())
+    clip = torch.randn(2, 4, 3, 16, 16)
+    rng = torch.get_rng_state()
+    with torch.no_grad():
+        got, _ = model(clip)
+    assert torch.equal(torch.get_rng_state(), rng), "eval mode draws nothing"
+    with torch.no_grad():
+        expected, _ = twin(clip)
+    assert torch.equal(got, expected)
+
+
+def test_state_dropout_in_training_changes_the_logits():
+    torch.manual_seed(0)
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, state_dropout=0.5)
+    twin = build_model("vanilla-crnn-small-shallow", num_classes=5)
+    twin.load_state_dict(model.state_dict())
+    clip = torch.randn(4, 4, 3, 16, 16)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        got, _ = model(clip)
+        expected, _ = twin(clip)
+    assert torch.equal(got[:, 0], expected[:, 0])  # nothing to drop on the first frame
+    assert not torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["step", "stage"])
+def test_state_dropout_draws_the_same_masks_when_steps_are_recomputed_in_backward(mode):
+    # Activation checkpointing runs each step again in backward; the dropout draw must repeat, or the gradients
+    # would belong to another forward pass.
+    from vidseg.train import ClipForward, checkpoint_stages
+
+    torch.manual_seed(0)
+    reference = build_model("vanilla-cgru-small-shallow", num_classes=5, state_dropout=0.5, temporal_residual=True)
+    randomise_units(reference)
+    recomputed = copy.deepcopy(reference)
+    if mode == "stage":
+        checkpoint_stages(recomputed)
+    clip = torch.randn(4, 4, 3, 16, 16)
+    for model, steps in ((reference, False), (recomputed, True)):
+        torch.manual_seed(5)
+        ClipForward(model, checkpoint_steps=steps)(clip).square().mean().backward()
+    for (name, p), q in zip(reference.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ------------------------------------------------------------------------------------------- state warping
+
+
+def test_warp_samples_the_image_where_the_flow_points():
+    image = torch.arange(20.0).reshape(1, 1, 4, 5)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 0] = 1.0  # every pixel's content was one pixel to the right
+    shifted = warp(image, flow)
+    assert torch.allclose(shifted[..., :-1], image[..., 1:], atol=1e-5)
+    assert torch.allclose(shifted[..., -1], image[..., -1], atol=1e-5), "edges replicated"
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[:, 1] = 0.5  # half a row down: bilinear
+    assert torch.allclose(warp(image, flow)[..., :-1, :], image[..., :-1, :] + 2.5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_state_warp_starts_as_the_identity_and_learns(unit):
+    torch.manual_seed(0)
+    plain = build_model(f"vanilla-{unit}-small-shallow", num_classes=5).eval()
+    warping = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, warp_state=True).eval()
+    missing, unexpected = warping.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".state_warp.motion." in name for name in missing) and missing
+    clip = torch.randn(2, 4, 3, 37, 45)
+    with torch.no_grad():
+        expected, _ = plain(clip)
+        logits, _ = warping(clip)
+    assert (logits - expected).abs().max() < 1e-5
+    warping.train()
+    logits, _ = warping(clip)
+    logits.square().mean().backward()
+    for level, cell in enumerate(warping.temporal):
+        grad = cell.state_warp.motion.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, level
+
+
+def test_fused_copy_int8_and_checkpoints_handle_state_warping():
+    from vidseg.models.quantized import QuantizedUNet
+
+    model = build_model("resnet-cgru-small-shallow", num_classes=5, warp_state=True, temporal_residual=True)
+    model = randomise_units(with_random_batchnorm(model)).eval()
+    fused = optimize_for_inference(model, dtype=torch.float32)
+    frames = torch.randn(1, 3, 3, 37, 45)
+    with torch.no_grad():
+        expected, _ = model(frames)
+        logits, _ = fused(frames)
+    assert (logits - expected).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="state warping"):
+        QuantizedUNet(model)
+    checkpoint = {
+        "model_name": "resnet-cgru-small-shallow",
+        "num_classes": 5,
+        "model": model.state_dict(),
+        "config": {"model": {"warp_state": True, "temporal_residual": True}},
+    }
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(frames)[0], expected)
+    del checkpoint["config"]
+    with pytest.raises(VidsegError, match="state_warp"):
+        model_from_checkpoint(checkpoint)
+
+
+@pytest.mark.slow
+def test_onnx_export_streams_residual_units_and_state_warping_like_pytorch(tmp_path):
+    # One export (it takes seconds) for both options: the cGRU unit itself is unchanged by them, so the cRNN.
+    pytest.importorskip("onnxruntime")
+    from vidseg.export import export_onnx, run_onnx_sequence
+
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, warp_state=True)
+    model = randomise_units(with_random_batchnorm(model), std=0.05).eval()
+    path = export_onnx(model, tmp_path / "options.onnx")
+    frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, expected_states = model(frames)
+    logits, states = run_onnx_sequence(path, frames.numpy())
+    assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
+    for got, want in zip(states, expected_states):
+        assert np.abs(got - want.numpy()).max() < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def config(**model):
+    return config_from_dict({"model": {"name": "vanilla-crnn-small-shallow", **model}, "train": {"steps": 1}})
+
+
+def test_options_are_off_by_default_and_parse():
+    default = config()
+    assert default.model.temporal_residual is False and default.model.state_dropout == 0.0
+    assert default.model.warp_state is False
+    assert default.data.mixup.kind == "none"
+    on = config(temporal_residual=True, state_dropout=0.25)
+    assert on.model.temporal_residual and on.model.state_dropout == 0.25
+
+
+@pytest.mark.parametrize(
+    ("model", "train", "message"),
+    [
+        ({"name": "vanilla-none-small-shallow", "temporal_residual": True}, {}, "model.temporal_residual: needs"),
+        ({"name": "vanilla-none-small-shallow", "state_dropout": 0.2}, {}, "model.state_dropout: needs"),
+        ({"name": "vanilla-none-small-shallow", "warp_state": True}, {}, "model.warp_state: needs"),
+        ({"state_dropout": 1.0}, {}, r"probability in \[0, 1\)"),
+        ({"name": "vanilla-cgru-small-shallow"}, {"init_temporal": "identity"}, "cRNN units and residual units"),
+    ],
+)
+def test_bad_option_combinations_are_errors(model, train, message):
+    raw = {"model": {"name": "vanilla-crnn-small-shallow", **model}, "train": {"steps": 1, **train}}
+    with pytest.raises(VidsegError, match=message):
+        config_from_dict(raw)
+
+
+def test_the_model_refuses_options_it_cannot_honour():
+    with pytest.raises(ValueError, match="need temporal units"):
+        build_model("vanilla-none-small-shallow", temporal_residual=True)
+    with pytest.raises(ValueError, match="probability"):
+        build_model("vanilla-cgru-small-shallow", state_dropout=-0.1)
+
+
+# ------------------------------------------------------------------------------- the options in training
+
+
+def test_warm_started_residual_recipe_with_every_option_trains_and_resumes(tmp_path, dense_tree):
+    # The demo's recipe shape (per-frame pre-training, then the temporal twin warm-started from it) with residual
+    # units, state dropout, CutMix and random frame strides together; the checkpoint rebuilds the residual model.
+    from vidseg.checkpoint import load_checkpoint
+    from vidseg.train import train
+
+    def run_config(name, steps, **extra):
+        raw = {
+            "model": {"name": name},
+            "data": {"root": str(dense_tree.root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
+            "loss": {"frames": "labelled"},
+            "train": {"steps": steps, "log_every": 1, "tensorboard": False},
+            "eval": {"every_epochs": 0, "num_frames": 3, "batch_size": 2},
+        }
+        for section, values in extra.items():
+            raw[section].update(values)
+        return config_from_dict(raw, source="recipe test")
+
+    train(run_config("vanilla-none-small-shallow", 1, data={"num_frames": 1}), tmp_path / "pre", log=quiet)
+    recipe = run_config(
+        "vanilla-cgru-small-shallow",
+        2,
+        model={"temporal_residual": True, "state_dropout": 0.3, "warp_state": True},
+        data={"frame_stride": [1, 2], "mixup": {"kind": "cutmix", "prob": 0.5}},
+        train={"steps": 2, "init_from": str(tmp_path / "pre" / "last.pt")},
+    )
+    result = train(recipe, tmp_path / "run", log=quiet)
+    assert result.step == 2
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    model = model_from_checkpoint(last)
+    assert model.temporal_residual and model.warp_state and model.state_dropout == 0.0  # dropout: training only
+    recipe.train.steps = 3
+    assert train(recipe, tmp_path / "run", resume=True, log=quiet).step == 3
