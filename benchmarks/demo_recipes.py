@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
 import yaml
 from common import write_result
 
-from vidseg.demo import DemoPlan, evaluate_run, train_run
+from vidseg.demo import DemoPlan, ModelResults, evaluate_run, train_run
+from vidseg.results import EvaluationResults
 
 # Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
 VARIANTS = {
@@ -41,14 +43,11 @@ VARIANTS = {
 }
 
 
-def figures(results: dict) -> tuple[float, float, float, float]:
-    groups = results["corruption"]
-    return (
-        100 * results["all_frames"]["miou"],
-        100 * groups["clean"]["miou"],
-        100 * groups["corrupted"]["miou"],
-        100 * results["tc"],
-    )
+def figures(evaluation: EvaluationResults) -> tuple[float, ...]:
+    """mIoU all, clean and corrupted and TC, in percent (NaN where undefined)."""
+    results = ModelResults.of(evaluation)
+    values = (results.all_frames.miou, results.corruption.clean.miou, results.corruption.corrupted.miou, results.tc)
+    return tuple(math.nan if value is None else 100 * value for value in values)
 
 
 def link(target: Path, name: Path) -> None:
@@ -87,8 +86,9 @@ def main() -> None:
         raise SystemExit(f"{args.demo} was run with steps {summary['plan']['steps']}, this code plans {demo.steps}")
     work = Path(args.demo) / "recipes"
 
-    def evaluation(run_dir: Path) -> dict:
-        return json.loads((run_dir / "evaluation.json").read_text())
+    def evaluation(run_dir: Path) -> EvaluationResults:
+        path = run_dir / "evaluation.json"
+        return EvaluationResults.from_dict(json.loads(path.read_text()), source=str(path))
 
     demo_optim = yaml.safe_load((demo.out / "configs" / "finetune.yaml").read_text())["optim"]
     baseline = figures(evaluation(demo.run_dir("baseline")))
