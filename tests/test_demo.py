@@ -103,7 +103,7 @@ def browser():
     return check, path
 
 
-def test_html_report_shows_its_images_and_plays_its_video_in_chromium(demo_dir, browser, tmp_path):
+def test_html_report_shows_its_images_and_plays_its_video_in_chromium(browser, demo_dir, tmp_path):
     check, path = browser
     found = check.check_report(demo_dir / "report.html", tmp_path / "screenshot.png", path)
     assert found["problems"] == []
