@@ -42,7 +42,7 @@ CHECK_MEDIA = """
   }));
   const videos = [];
   for (const video of document.querySelectorAll("video")) {
-    const deadline = Date.now() + 10000;
+    const deadline = Date.now() + 30000;  // generous: a loaded machine decodes slowly
     while (video.readyState < 2 && !video.error && Date.now() < deadline) await sleep(50);
     const readyState = video.readyState;
     video.pause();

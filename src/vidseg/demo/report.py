@@ -43,6 +43,8 @@ def _text_html(text: Text) -> str:
 
 
 class Section(Protocol):
+    """A part of the report: it renders itself to Markdown and to HTML."""
+
     def markdown(self) -> str: ...
 
     def html(self, folder: Path) -> str:
