@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
 import yaml
 from common import write_result
 
-from vidseg.demo import DemoPlan, evaluate_run, train_run
+from vidseg.demo import DemoPlan, ModelResults, evaluate_run, train_run
 from vidseg.results import EvaluationResults, read_results
 
 # Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
@@ -42,14 +43,11 @@ VARIANTS = {
 }
 
 
-def figures(results: EvaluationResults) -> tuple[float, float, float, float]:
-    groups, every_frame = results.corruption, results.all_frames
-    assert groups is not None and every_frame is not None, "the demo evaluates corrupted, fully labelled windows"
-
-    def percent(value: float | None) -> float:
-        return 100 * value if value is not None else float("nan")
-
-    return percent(every_frame.miou), percent(groups.clean.miou), percent(groups.corrupted.miou), percent(results.tc)
+def figures(evaluation: EvaluationResults) -> tuple[float, ...]:
+    """mIoU all, clean and corrupted and TC, in percent (NaN where undefined)."""
+    results = ModelResults.of(evaluation)
+    values = (results.all_frames.miou, results.corruption.clean.miou, results.corruption.corrupted.miou, results.tc)
+    return tuple(math.nan if value is None else 100 * value for value in values)
 
 
 def link(target: Path, name: Path) -> None:

@@ -1,6 +1,8 @@
 """The demo pipeline end to end on a tiny budget: every report artefact is produced and well-formed."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -80,3 +82,46 @@ def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
 def test_non_positive_minutes_is_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--minutes", "0"]) == 2
     assert "--minutes must be positive" in capsys.readouterr().err
+
+
+def _browser_check():
+    """benchmarks/check_report_browser.py as a module (benchmarks/ is not a package)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "check_report_browser.py"
+    spec = importlib.util.spec_from_file_location("check_report_browser", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def browser():
+    check = _browser_check()
+    path = check.find_browser()
+    if path is None:
+        pytest.skip(f"no Chromium to check the HTML report in (looked for {', '.join(check.BROWSERS)} and "
+                    "$VIDSEG_CHROMIUM); install one, e.g. apt-get install chromium")
+    return check, path
+
+
+def test_html_report_shows_its_images_and_plays_its_video_in_chromium(browser, demo_dir, tmp_path):
+    check, path = browser
+    found = check.check_report(demo_dir / "report.html", tmp_path / "screenshot.png", path)
+    assert found["problems"] == []
+    assert [image["alt"] for image in found["images"]] == [
+        "mIoU by frames seen", "mIoU per corruption type", "stills around a corrupted frame"]
+    assert all(image["naturalWidth"] > 50 for image in found["images"])
+    (video,) = found["videos"]
+    assert video["currentTime"] >= video["start"] + 0.25 and video["videoWidth"] > 50
+    with Image.open(tmp_path / "screenshot.png") as screenshot:
+        assert screenshot.size[0] >= 800 and screenshot.size[1] > 2000  # the whole page, not one screen of it
+
+
+def test_the_browser_check_fails_a_broken_image_and_an_undecodable_video(browser, tmp_path):
+    check, path = browser
+    page = tmp_path / "report.html"
+    page.write_text('<!doctype html><html><body><img alt="gone" src="missing.png">'
+                    '<video muted src="data:video/mp4;base64,AAAAGGZ0eXBtcDQy"></video></body></html>')
+    found = check.check_report(page, tmp_path / "screenshot.png", path)
+    problems = "\n".join(found["problems"])
+    assert "image 'gone' did not load" in problems
+    assert "video 0 failed" in problems and "video 0 did not play" in problems

@@ -1,0 +1,156 @@
+"""The demo's plan as data: the dataset, the three training runs at equal compute, their configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vidseg.errors import VidsegError
+from vidseg.models import build_model
+from vidseg.models.inference import cpu_has_fast_bf16
+
+BASELINE_MODEL = "vanilla-none-small-shallow"
+TEMPORAL_MODEL = "vanilla-crnn-small-shallow"
+
+# Optimizer steps per minute of the two models on SynthCity 64 x 128 (batch 4 x 5 frames, bf16, channels_last),
+# measured on the 2-core CPU this project is developed on. They turn --minutes into fixed step counts.
+STEPS_PER_MINUTE = {BASELINE_MODEL: 330.0, TEMPORAL_MODEL: 240.0}
+
+RUNS = ("baseline", "pretrain", "finetune")
+RUN_TITLES = {
+    "baseline": "the per-frame baseline",
+    "pretrain": "the per-frame twin that the temporal model starts from",
+    "finetune": "the temporal model (cRNN units, warm-started)",
+}
+MODELS = {"per-frame": "baseline", "temporal": "finetune"}
+"""The two models the demo compares, by the name the report gives them, and the run that trains each."""
+
+
+@dataclass
+class DemoPlan:
+    """Everything the demo does, as data: the dataset, the three training runs and the evaluation."""
+
+    out: Path
+    seed: int = 0
+    minutes: float = 10.0
+    """Training budget of both models together (the baseline gets half, the temporal schedule the other half)."""
+    pretrain_share: float = 0.5
+    """Share of the temporal schedule spent pre-training its per-frame twin."""
+    train_sequences: int = 240
+    val_sequences: int = 40
+    frames: int = 24
+    size: tuple[int, int] = (64, 128)
+    batch_size: int = 4
+    window: int = 5
+    lr: float = 3e-3
+    finetune_lr: float = 3e-3
+    """Rate of the cRNN fine-tuning: better than 1e-3 on every figure over seeds 0-2 (benchmarks/demo_recipes.py)."""
+    amp: str = field(default_factory=lambda: "bf16" if cpu_has_fast_bf16() else "off")
+    """Training precision: bf16 autocast where the CPU has native bf16 convolutions, else float32 (bf16 through
+    PyTorch's reference kernels trains about 10x slower on an AVX2-only CPU)."""
+    copied_lr_scale: float = 1.0
+    workers: int = 2
+    quick: bool = False
+    steps: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, out: str | Path, seed: int = 0, minutes: float = 10.0, quick: bool = False) -> DemoPlan:
+        if minutes <= 0:
+            raise VidsegError(f"--minutes must be positive, got {minutes}")
+        plan = cls(out=Path(out), seed=seed, minutes=minutes, quick=quick)
+        if quick:  # a smoke run in seconds: the numbers mean nothing
+            plan.train_sequences, plan.val_sequences, plan.frames, plan.size = 4, 2, 8, (32, 64)
+            plan.batch_size, plan.window, plan.workers = 2, 3, 1
+        plan.steps = plan.schedule()
+        return plan
+
+    @property
+    def data_root(self) -> Path:
+        return self.out / "synthcity"
+
+    def run_dir(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    def config_path(self, run: str) -> Path:
+        return self.out / "configs" / f"{run}.yaml"
+
+    @property
+    def command(self) -> str:
+        """The `vidseg demo` command line that makes this plan."""
+        quick = " --quick" if self.quick else ""
+        return f"vidseg demo --out {self.out} --minutes {self.minutes:g} --seed {self.seed}{quick}"
+
+    def schedule(self) -> dict[str, int]:
+        """Steps of the pre-training, fine-tuning and baseline runs, at equal training FLOPs."""
+        if self.quick:
+            pretrain, finetune = 3, 3
+        else:
+            temporal_minutes = self.minutes / 2
+            pretrain = max(1, round(temporal_minutes * self.pretrain_share * STEPS_PER_MINUTE[BASELINE_MODEL]))
+            finetune = max(1, round(temporal_minutes * (1 - self.pretrain_share) * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
+        ratio = training_flops(TEMPORAL_MODEL, self.size) / training_flops(BASELINE_MODEL, self.size)
+        return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(finetune * ratio)}
+
+    def config(self, run: str) -> dict[str, Any]:
+        """The training config (a plain dict, as in a YAML file) of one of the runs."""
+        steps = self.steps[run]
+        config: dict[str, Any] = {
+            "model": {"name": TEMPORAL_MODEL if run == "finetune" else BASELINE_MODEL},
+            "data": {
+                "root": str(self.data_root),
+                "label_set": "cityscapes",
+                "num_frames": self.window,
+                "gt_position": "random",
+                "size": list(self.size),
+                "hflip": True,
+                "batch_size": self.batch_size,
+                "num_workers": 0 if self.quick else 1,
+            },
+            "loss": {"frames": "labelled", "class_weights": "sqrt_inverse_frequency", "class_weight_samples": 500},
+            "optim": {"name": "adam", "lr": self.lr, "schedule": "cosine", "warmup_fraction": 0.05},
+            "train": {
+                "steps": steps,
+                "seed": self.seed,
+                "amp": self.amp,
+                "channels_last": True,
+                "log_every": max(1, steps // 10),
+                "checkpoint_every": 0,
+                "tensorboard": False,
+            },
+            "eval": {"every_epochs": 0, "every_steps": 0},
+        }
+        if run == "finetune":
+            config["train"]["init_from"] = str(self.run_dir("pretrain") / "last.pt")
+            config["train"]["init_temporal"] = "identity"
+            config["optim"]["lr"] = self.finetune_lr
+            config["optim"]["copied_lr_scale"] = self.copied_lr_scale
+        return config
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as ``results.json`` records it."""
+        return {
+            "seed": self.seed,
+            "minutes": self.minutes,
+            "quick": self.quick,
+            "steps": self.steps,
+            "data": {
+                "train_sequences": self.train_sequences,
+                "val_sequences": self.val_sequences,
+                "frames": self.frames,
+                "size": list(self.size),
+            },
+        }
+
+
+def training_flops(model_name: str, size: tuple[int, int]) -> int:
+    """FLOPs of the forward and backward pass of one frame (torch.utils.flop_counter), batch 1, 2 frames / 2."""
+    model = build_model(model_name, num_classes=19)
+    frames = torch.zeros(1, 2, 3, *size)
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = model(frames)
+        logits.sum().backward()
+    return counter.get_total_flops() // 2
