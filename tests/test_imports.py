@@ -29,8 +29,6 @@ ALLOWED_IN_FUNCTIONS = {
     ("vidseg.quantize", "onnx"): OPTIONAL + " (the onnx extra)",
     ("vidseg.quantize", "onnxruntime"): OPTIONAL + " (the onnx extra)",
     ("vidseg.train", "torch.utils.tensorboard"): OPTIONAL + " (tensorboard)",
-    ("vidseg.demo", "matplotlib"): PENDING,
-    ("vidseg.demo", "matplotlib.pyplot"): PENDING,
 }
 
 
