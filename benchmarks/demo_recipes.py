@@ -2,10 +2,12 @@
 
 The demo's temporal model loses a few mIoU points to the per-frame baseline on clean frames (docs/benchmarks.md,
 section 6). This script takes a finished ``vidseg demo --out DIR`` and trains the temporal model again under
-other recipes (DemoPlan fields: the fine-tuning rate, the share of the budget spent pre-training the per-frame
-twin, a lower rate for the copied weights), reusing the demo's data and, when the step count is the same, its
-pre-training run. Every variant keeps the demo's equal-compute schedule. It writes a table with mIoU over all,
-clean and corrupted held-out frames and TC, next to the demo's per-frame baseline and its pre-trained twin.
+other recipes, reusing the demo's data and, when the step count is the same, its pre-training run. A variant sets
+DemoPlan fields: the fine-tuning rate, the share of the budget spent pre-training the per-frame twin, a lower rate
+for the copied weights, and issue 15's recipe options as config sections of the temporal run (residual units,
+state dropout, CutMix, the temporal-consistency loss, frame skipping, the warped state). Every variant keeps the
+demo's equal-compute schedule. It writes a table with mIoU over all, clean and corrupted held-out frames, TC, mVC_8
+and the IoU of the thin or moving classes, next to the demo's per-frame baseline and its pre-trained twin.
 
     vidseg demo --out runs/demo --seed 0
     python benchmarks/demo_recipes.py --demo runs/demo
@@ -40,13 +42,33 @@ VARIANTS = {
         "finetune_lr": 1e-3,
         "copied_lr_scale": 0.1,
     },
+    # Issue 15's recipe options, each on the demo's recipe (fine-tuning rate 3e-3, pre-training share 0.5).
+    "residual units": {"finetune_lr": 3e-3, "finetune_options": {"model": {"temporal_residual": True}}},
+    "state dropout 0.3": {"finetune_lr": 3e-3, "finetune_options": {"model": {"state_dropout": 0.3}}},
+    "residual units + state dropout 0.3": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {"model": {"temporal_residual": True, "state_dropout": 0.3}},
+    },
+    "CutMix 0.5": {"finetune_lr": 3e-3, "finetune_options": {"data": {"mixup": {"kind": "cutmix", "prob": 0.5}}}},
+    "temporal-consistency loss 1.0": {"finetune_lr": 3e-3, "finetune_options": {"loss": {"temporal_consistency": 1.0}}},
+    "frame skip 1-3": {"finetune_lr": 3e-3, "finetune_options": {"data": {"frame_stride": [1, 3]}}},
+    "warped state": {"finetune_lr": 3e-3, "finetune_options": {"model": {"warp_state": True}}},
 }
+THIN_CLASSES = ("pole", "traffic sign", "person")
 
 
 def figures(evaluation: EvaluationResults) -> tuple[float, ...]:
-    """mIoU all, clean and corrupted and TC, in percent (NaN where undefined)."""
+    """mIoU all, clean and corrupted, TC, mVC_8 and the thin classes' IoU (all frames), in percent (NaN where
+    undefined)."""
     results = ModelResults.of(evaluation)
-    values = (results.all_frames.miou, results.corruption.clean.miou, results.corruption.corrupted.miou, results.tc)
+    values = (
+        results.all_frames.miou,
+        results.corruption.clean.miou,
+        results.corruption.corrupted.miou,
+        results.tc,
+        evaluation.mvc_8,
+        *(results.all_frames.iou.get(name) for name in THIN_CLASSES),
+    )
     return tuple(math.nan if value is None else 100 * value for value in values)
 
 
@@ -131,11 +153,13 @@ def main() -> None:
         "'baseline steps at equal compute' is what the per-frame baseline would get under that schedule "
         f"(the demo's baseline ran {demo.steps['baseline']}).",
         "",
-        "| model | steps | baseline steps at equal compute | mIoU all | mIoU clean | mIoU corrupted | TC |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | steps | baseline steps at equal compute | mIoU all | mIoU clean | mIoU corrupted | TC | mVC_8 | "
+        + " | ".join(THIN_CLASSES)
+        + " |",
+        "|---|---|---|" + "---:|" * (5 + len(THIN_CLASSES)),
     ]
-    for name, steps, baseline_steps, (all_, clean, corrupted, tc) in rows:
-        lines.append(f"| {name} | {steps} | {baseline_steps} | {all_:.1f} | {clean:.1f} | {corrupted:.1f} | {tc:.1f} |")
+    for name, steps, baseline_steps, values in rows:
+        lines.append(f"| {name} | {steps} | {baseline_steps} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     markdown = "\n".join(lines)
     print(markdown)
     print(f"written to {write_result(f'demo_recipes_seed{demo.seed}', markdown)}")

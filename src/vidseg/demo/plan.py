@@ -53,6 +53,9 @@ class DemoPlan:
     """Training precision: bf16 autocast where the CPU has native bf16 convolutions, else float32 (bf16 through
     PyTorch's reference kernels trains about 10x slower on an AVX2-only CPU)."""
     copied_lr_scale: float = 1.0
+    finetune_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Recipe options of the temporal run, as config sections merged into its config, e.g.
+    ``{"model": {"temporal_residual": True}}`` (benchmarks/demo_recipes.py screens them)."""
     workers: int = 2
     quick: bool = False
     steps: dict[str, int] = field(default_factory=dict)
@@ -128,6 +131,8 @@ class DemoPlan:
             config["train"]["init_temporal"] = "identity"
             config["optim"]["lr"] = self.finetune_lr
             config["optim"]["copied_lr_scale"] = self.copied_lr_scale
+            for section, options in self.finetune_options.items():
+                config.setdefault(section, {}).update(options)
         return config
 
     def summary(self) -> dict[str, Any]:
