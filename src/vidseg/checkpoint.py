@@ -281,13 +281,14 @@ class TrainState:
         return _trained_size(self.working_size, self.config)
 
 
-def _as_state(checkpoint: TrainState | Mapping[str, Any]) -> TrainState:
+def as_train_state(checkpoint: TrainState | Mapping[str, Any]) -> TrainState:
+    """``checkpoint`` itself, or the state of a loaded payload (what ``load_checkpoint`` returns)."""
     return checkpoint if isinstance(checkpoint, TrainState) else TrainState.from_payload(checkpoint)
 
 
 def model_from_checkpoint(checkpoint: TrainState | Mapping[str, Any], path: str | os.PathLike = "<checkpoint>"):
     """Build the checkpoint's model and load its weights; raise VidsegError on any mismatch."""
-    return _as_state(checkpoint).build_model(path)
+    return as_train_state(checkpoint).build_model(path)
 
 
 def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], list[str]]:
@@ -298,7 +299,7 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
 
 def checkpoint_label_set(checkpoint: TrainState | Mapping[str, Any]):
     """``TrainState.predicted_label_set`` of a state or a loaded payload."""
-    return _as_state(checkpoint).predicted_label_set()
+    return as_train_state(checkpoint).predicted_label_set()
 
 
 def checkpoint_normalization(checkpoint: TrainState | Mapping[str, Any]) -> tuple[list[float], list[float]]:
