@@ -202,6 +202,12 @@ class TrainState:
     """Events of ``metrics.jsonl`` written when the checkpoint was taken."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model_name", "num_classes", "model")
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "model_name", "num_classes", "label_set", "label_set_spec", "working_size", "model", "normalization",
+        "config", "optimizer", "scheduler", "scaler", "step", "epoch", "metrics", "rng", "train_seconds",
+        "class_weights", "copied_parameters", "log_events",
+    )
+    """The fields in the order they are written (the order of the files written before this class existed)."""
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> TrainState:
@@ -215,7 +221,7 @@ class TrainState:
 
     def to_payload(self) -> dict[str, Any]:
         """The dict ``save_checkpoint`` writes: one key per field."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key: getattr(self, key) for key in self.KEYS}
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainState:
