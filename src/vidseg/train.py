@@ -429,7 +429,7 @@ class Trainer:
         )
         return loader, len(batches)
 
-    def _micro_step(self, batch: dict, group_size: int, sync: bool) -> torch.Tensor:
+    def micro_step(self, batch: dict, group_size: int, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch (gradients scaled by 1 / ``group_size``); its loss."""
         frames = batch["frames"].to(self.ctx.device, non_blocking=True)
         # Under DDP, gradients are all-reduced only on the last micro-batch of an accumulation group.
@@ -447,7 +447,7 @@ class Trainer:
             scaled.backward()
         return loss
 
-    def _optimizer_step(self, step_loss: torch.Tensor) -> tuple[float, StopReason | None]:
+    def optimizer_step(self, step_loss: torch.Tensor) -> tuple[float, StopReason | None]:
         """Check the loss, step the optimizer and the schedule; return the loss (mean over processes) and why
         training must stop now (None to go on)."""
         config, progress = self.config, self.progress
@@ -631,13 +631,13 @@ def train_one_epoch(trainer: Trainer) -> StopReason | None:
         group_start = index - index % accumulate
         group_size = min(accumulate, num_batches - group_start)
         last_of_group = index == group_start + group_size - 1
-        loss = trainer._micro_step(batch, group_size, sync=last_of_group)
+        loss = trainer.micro_step(batch, group_size, sync=last_of_group)
         step_loss += loss.detach() / group_size
         window.frames += batch["frames"].shape[0] * batch["frames"].shape[1] * trainer.ctx.world_size
         progress.batches_done += 1
         if not last_of_group:
             continue
-        loss_value, stop = trainer._optimizer_step(step_loss)
+        loss_value, stop = trainer.optimizer_step(step_loss)
         step_loss.zero_()
         window.loss += loss_value
         window.steps += 1
