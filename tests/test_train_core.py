@@ -18,7 +18,7 @@ from vidseg.config import LossConfig, config_from_dict
 from vidseg.data.transforms import normalize
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
-from vidseg.train import Budget, StopReason, train
+from vidseg.train import Budget, StepReport, StopReason, train
 from vidseg.training.losses import Criterion, TemporalConsistencyLoss, segmentation_loss, warp
 from vidseg.training.run_dir import checkpoint_due
 
@@ -111,8 +111,6 @@ def test_last_checkpoint_rule_inside_an_epoch():
 
 
 def test_the_step_report_sums_each_field_by_name():
-    from vidseg.train import StepReport
-
     report = StepReport(loss=0.5, nonfinite=0.0, stop_requested=1.0, out_of_time=0.0)
     summed = report.summed_over_processes(torch.device("cpu"))  # one process: the sum is the value
     assert summed == report
