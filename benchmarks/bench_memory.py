@@ -46,15 +46,15 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from vidseg.models import build_model
-    from vidseg.train import ClipForward, checkpoint_stages, segmentation_loss
+    from vidseg.train import ClipForward, segmentation_loss
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     height, width = args.size
     model = build_model(args.model, num_classes=20).to(device)
-    if args.variant == "stage":
-        checkpoint_stages(model)
-    forward = ClipForward(model, checkpoint_steps=args.variant in ("step", "stage"))
+    if args.variant in ("step", "stage"):
+        model.set_grad_checkpointing(granularity=args.variant)
+    forward = ClipForward(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     frames = torch.randn(args.batch, args.frames, 3, height, width, device=device)
     batch = {

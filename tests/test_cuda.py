@@ -76,13 +76,13 @@ class Spy:
         self.head_dtypes: set[torch.dtype] = set()
         self.pinned: list[bool] = []
         trainer.model.head.register_forward_hook(lambda module, args, output: self.head_dtypes.add(output.dtype))
-        micro_step = trainer._micro_step
+        micro_step = trainer.micro_step
 
         def spied(batch, group_size, sync):
             self.pinned.append(batch["frames"].is_pinned() and batch["labels"].is_pinned())
             return micro_step(batch, group_size, sync)
 
-        trainer._micro_step = spied  # type: ignore[method-assign]
+        trainer.micro_step = spied  # type: ignore[method-assign]
 
 
 def check_amp_training(root, tmp_path: Path, amp: str, dtype: torch.dtype) -> Trainer:

@@ -148,8 +148,8 @@ def test_truncated_checkpoint_gives_a_clear_error_and_resume_falls_back(tmp_path
         load_checkpoint(last)
 
     messages = []
-    path, payload = find_resume_checkpoint(run, messages.append)
-    assert path.name == "step-0000002.pt" and payload["step"] == 2
+    path, state = find_resume_checkpoint(run, messages.append)
+    assert path.name == "step-0000002.pt" and state.step == 2
     assert "last.pt is truncated or corrupt" in messages[0] and "falling back to" in messages[1]
 
     config.train.steps = 3

@@ -24,7 +24,6 @@ from vidseg.train import (
     LRSchedule,
     SeededSamples,
     build_datasets,
-    checkpoint_stages,
     class_frequency_weights,
     epoch_batches,
     segmentation_loss,
@@ -212,13 +211,12 @@ def test_activation_checkpointing_gives_the_same_gradients_and_statistics(mode):
     torch.manual_seed(0)
     reference = build_model("vanilla-cgru-small-shallow", num_classes=5)
     recomputed = copy.deepcopy(reference)
-    if mode == "stage":
-        checkpoint_stages(recomputed)
+    recomputed.set_grad_checkpointing(granularity=mode)
     clip = torch.randn(2, 3, 3, 16, 16)
     labels = torch.randint(0, 5, (2, 3, 16, 16))
     batch = {"labels": labels, "labelled": torch.ones(2, 3, dtype=torch.bool), "gt_index": torch.tensor([2, 1])}
-    for model, steps in ((reference, False), (recomputed, True)):
-        loss = segmentation_loss(ClipForward(model, checkpoint_steps=steps)(clip), batch, "labelled", None)
+    for model in (reference, recomputed):
+        loss = segmentation_loss(ClipForward(model)(clip), batch, "labelled", None)
         loss.backward()
     for (name, p), q in zip(reference.named_parameters(), recomputed.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,9 +1,9 @@
 """Checkpoints: one file holds everything needed to resume training or to rebuild the model for inference.
 
-Keys: ``format``, ``model_name``, ``num_classes``, ``label_set``, ``model`` (state dict), and for training runs
-``config``, ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``metrics``, ``rng``, ``label_set_spec`` (the
-label set's names, colours and raw-code mapping: ``checkpoint_label_set``) and ``working_size`` ([height, width]
-the model was trained at). Writes are atomic.
+``TrainState`` is the one schema: a dataclass whose fields are the file's keys (``model_name``, ``num_classes``,
+``label_set``, ``model``, and for training runs ``config``, ``optimizer``, ``scheduler``, ``step``, ``epoch``,
+``metrics``, ``rng``, ...). Every module reads a checkpoint through it (``TrainState.load`` or
+``TrainState.from_payload``); ``TrainState.save`` writes it. Writes are atomic.
 
 A checkpoint holds tensors and plain data only (None, bool, int, float, str, lists, tuples, dicts), and every
 load uses ``torch.load(..., weights_only=True)``: loading a file can build tensors and containers but never call
@@ -14,12 +14,15 @@ array constructors allowed, which build arrays and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
+import random
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -157,24 +160,143 @@ def _corrupt(path: Path, error: BaseException) -> VidsegError:
     )
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>"):
+# The keys a checkpoint must hold to resume training from it.
+TRAINING_KEYS = ("config", "optimizer", "scheduler", "step", "epoch", "rng")
+
+
+@dataclass
+class TrainState:
+    """The one checkpoint schema: each field is a key of the file, in the order it is written.
+
+    A checkpoint for inference needs only ``model_name``, ``num_classes`` and ``model``; ``vidseg train`` writes
+    every field. Fields a file lacks (an older version, a hand-made checkpoint) are None or empty here.
+    """
+
+    model_name: str
+    num_classes: int
+    model: dict[str, torch.Tensor]
+    """The model's state dict."""
+    label_set: str | None = None
+    """The label set's name; ``label_set_spec`` is the set itself (names, colours, raw-code mapping)."""
+    label_set_spec: dict | None = None
+    working_size: list[int] | None = None
+    """[height, width] the model was trained at."""
+    normalization: dict | None = None
+    """``{"mean": [3 floats], "std": [3 floats]}`` of the frames the model was trained on."""
+    config: dict | None = None
+    """The resolved training config (``config_to_dict``)."""
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    scaler: dict | None = None
+    """The fp16 GradScaler's state; None without one."""
+    step: int | None = None
+    epoch: int | None = None
+    metrics: dict = field(default_factory=dict)
+    """Validation results, ``best_miou``, ``best_step``, ``val_step`` and the last ``train`` log event."""
+    rng: dict | None = None
+    """``rng_states()`` plus ``data_order``: {seed, epoch, batches_done} (micro-batches of the epoch consumed)."""
+    train_seconds: float = 0.0
+    class_weights: torch.Tensor | None = None
+    copied_parameters: list[str] = field(default_factory=list)
+    """Parameters copied by a warm start (trained at ``optim.copied_lr_scale``)."""
+    log_events: int | None = None
+    """Events of ``metrics.jsonl`` written when the checkpoint was taken."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model_name", "num_classes", "model")
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "model_name", "num_classes", "label_set", "label_set_spec", "working_size", "model", "normalization",
+        "config", "optimizer", "scheduler", "scaler", "step", "epoch", "metrics", "rng", "train_seconds",
+        "class_weights", "copied_parameters", "log_events",
+    )
+    """The fields in the order they are written (the order of the files written before this class existed)."""
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> TrainState:
+        """The state a loaded payload (``load_checkpoint``) describes; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in payload.items() if key in names and value is not None}
+        missing = [key for key in cls.REQUIRED if key not in values]
+        if missing:
+            raise VidsegError(f"the checkpoint lacks {missing}; it was not written by vidseg")
+        return cls(**values)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict ``save_checkpoint`` writes: one key per field."""
+        return {key: getattr(self, key) for key in self.KEYS}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainState:
+        """Load ``path`` with ``load_checkpoint`` (no code from the file runs)."""
+        return cls.from_payload(load_checkpoint(path, map_location))
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_checkpoint(path, self.to_payload())
+
+    def missing_for_training(self) -> list[str]:
+        """The training keys (``TRAINING_KEYS``) this state lacks: empty for a checkpoint training can resume."""
+        return [key for key in TRAINING_KEYS if getattr(self, key) is None]
+
+    @property
+    def data_order(self) -> dict[str, int]:
+        """{seed, epoch, batches_done} of a training checkpoint."""
+        assert self.rng is not None, "only training checkpoints record the data order"
+        return self.rng["data_order"]
+
+    def build_model(self, path: str | os.PathLike = "<checkpoint>"):
+        """The checkpoint's model with its weights; VidsegError on any mismatch."""
+        try:
+            options = architecture_options((self.config or {}).get("model"))
+            model = build_model(self.model_name, num_classes=int(self.num_classes), **options)
+        except ValueError as error:
+            raise VidsegError(f"checkpoint {path}: {error}") from error
+        missing, unexpected = _state_dict_differences(model.state_dict(), self.model)
+        if missing or unexpected:
+            raise VidsegError(
+                f"checkpoint {path} does not match model {self.model_name} with {self.num_classes} "
+                f"classes: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as error:
+            raise VidsegError(f"checkpoint {path} does not fit model {self.model_name}: {error}") from error
+        return model
+
+    def predicted_label_set(self):
+        """The LabelSet the model predicts: the recorded ``label_set_spec``, else the named set (older
+        checkpoints), else ``report``/``cityscapes`` by class count. VidsegError if it disagrees with the model."""
+        num_classes = int(self.num_classes)
+        if self.label_set_spec is not None:
+            label_set = label_set_from_spec(self.label_set_spec)
+        else:
+            try:
+                label_set = get_label_set(self.label_set or cityscapes_label_set_name(num_classes))
+            except ValueError as error:
+                raise VidsegError(f"checkpoint: {error}") from None
+        if label_set.num_classes != num_classes:
+            raise VidsegError(
+                f"the checkpoint's model predicts {num_classes} classes but its label set {label_set.name!r} has "
+                f"{label_set.num_classes}; it was not written by vidseg train"
+            )
+        return label_set
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """(mean, std) per RGB channel of the training frames: the recorded ``normalization``, else vidseg's
+        ``transforms.MEAN`` / ``STD``. VidsegError if the record is malformed."""
+        return _mean_std(self.normalization)
+
+    def trained_size(self) -> tuple[int, int] | None:
+        """(height, width) the model was trained at, if recorded."""
+        return _trained_size(self.working_size, self.config)
+
+
+def as_train_state(checkpoint: TrainState | Mapping[str, Any]) -> TrainState:
+    """``checkpoint`` itself, or the state of a loaded payload (what ``load_checkpoint`` returns)."""
+    return checkpoint if isinstance(checkpoint, TrainState) else TrainState.from_payload(checkpoint)
+
+
+def model_from_checkpoint(checkpoint: TrainState | Mapping[str, Any], path: str | os.PathLike = "<checkpoint>"):
     """Build the checkpoint's model and load its weights; raise VidsegError on any mismatch."""
-    try:
-        options = architecture_options((checkpoint.get("config") or {}).get("model"))
-        model = build_model(checkpoint["model_name"], num_classes=int(checkpoint["num_classes"]), **options)
-    except ValueError as error:
-        raise VidsegError(f"checkpoint {path}: {error}") from error
-    missing, unexpected = _state_dict_differences(model.state_dict(), checkpoint["model"])
-    if missing or unexpected:
-        raise VidsegError(
-            f"checkpoint {path} does not match model {checkpoint['model_name']} with {checkpoint['num_classes']} "
-            f"classes: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise VidsegError(f"checkpoint {path} does not fit model {checkpoint['model_name']}: {error}") from error
-    return model
+    return as_train_state(checkpoint).build_model(path)
 
 
 def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], list[str]]:
@@ -183,31 +305,26 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
     return missing, unexpected
 
 
-def checkpoint_label_set(checkpoint: dict[str, Any]):
-    """The LabelSet a checkpoint's model predicts: its recorded ``label_set_spec``, else the named set (older
-    checkpoints), else ``report``/``cityscapes`` by class count. VidsegError if it disagrees with the model."""
-    spec = checkpoint.get("label_set_spec")
-    num_classes = int(checkpoint["num_classes"])
-    if spec is not None:
-        label_set = label_set_from_spec(spec)
-    else:
-        name = checkpoint.get("label_set") or cityscapes_label_set_name(num_classes)
-        try:
-            label_set = get_label_set(name)
-        except ValueError as error:
-            raise VidsegError(f"checkpoint: {error}") from None
-    if label_set.num_classes != num_classes:
-        raise VidsegError(
-            f"the checkpoint's model predicts {num_classes} classes but its label set {label_set.name!r} has "
-            f"{label_set.num_classes}; it was not written by vidseg train"
-        )
-    return label_set
+def checkpoint_label_set(checkpoint: TrainState | Mapping[str, Any]):
+    """``TrainState.predicted_label_set`` of a state or a loaded payload."""
+    return as_train_state(checkpoint).predicted_label_set()
 
 
-def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[list[float], list[float]]:
-    """(mean, std) per RGB channel of the frames the checkpoint's model was trained on: its recorded
-    ``normalization``, else vidseg's ``transforms.MEAN`` / ``STD``. VidsegError if the record is malformed."""
-    normalization = checkpoint.get("normalization")
+def checkpoint_normalization(checkpoint: TrainState | Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """``TrainState.mean_std`` of a state or a loaded payload (any mapping: an empty one gives MEAN / STD)."""
+    if isinstance(checkpoint, TrainState):
+        return checkpoint.mean_std()
+    return _mean_std(checkpoint.get("normalization"))
+
+
+def checkpoint_working_size(checkpoint: TrainState | Mapping[str, Any]) -> tuple[int, int] | None:
+    """``TrainState.trained_size`` of a state or a loaded payload (any mapping)."""
+    if isinstance(checkpoint, TrainState):
+        return checkpoint.trained_size()
+    return _trained_size(checkpoint.get("working_size"), checkpoint.get("config"))
+
+
+def _mean_std(normalization: Mapping[str, Any] | None) -> tuple[list[float], list[float]]:
     if not normalization:
         return list(MEAN), list(STD)
     mean, std = list(normalization["mean"]), list(normalization["std"])
@@ -216,7 +333,44 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[list[float]
     return mean, std
 
 
-def checkpoint_working_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
-    """(height, width) the checkpoint's model was trained at, if recorded."""
-    size = checkpoint.get("working_size") or (checkpoint.get("config") or {}).get("data", {}).get("size")
+def _trained_size(working_size: list[int] | None, config: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    size = working_size or (config or {}).get("data", {}).get("size")
     return (int(size[0]), int(size[1])) if size else None
+
+
+# ------------------------------------------------------------------------------------------ RNG states
+
+
+def rng_states() -> dict[str, Any]:
+    """The Python, NumPy, torch (and CUDA) RNG states as tensors and plain data, as a checkpoint holds them."""
+    version, internal, gauss = random.getstate()
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy form is a tuple
+    states: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Restore what ``rng_states`` saved (or the tuples that checkpoints of earlier versions hold)."""
+    python, numpy_state = states["python"], states["numpy"]
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss"])
+    random.setstate(python)
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -102,6 +102,9 @@ class LossConfig:
     class_weights: Literal["none", "sqrt_inverse_frequency"] | list[float] = "none"
     class_weight_samples: int = 0
     """Training samples counted for frequency-based weights (evenly spaced); 0 = all."""
+    temporal_consistency: float = 0.0
+    """Weight of the temporal-consistency term (``vidseg.training.losses``): consecutive frames' predictions
+    disagreeing where optical flow says the pixel is the same; 0 = off."""
 
 
 @dataclass
@@ -354,6 +357,7 @@ def validate(config: Config, source: str) -> None:
         "optim.weight_decay": [optim.weight_decay], "optim.warmup_fraction": [optim.warmup_fraction],
         "optim.final_lr_scale": [optim.final_lr_scale], "optim.grad_clip": [optim.grad_clip],
         "optim.copied_lr_scale": [optim.copied_lr_scale], "train.minutes": [train.minutes],
+        "loss.temporal_consistency": [config.loss.temporal_consistency],
     }
     for key, values in numbers.items():
         # NaN passes every comparison below unnoticed; infinities make no sense for any of these.
@@ -376,6 +380,8 @@ def validate(config: Config, source: str) -> None:
         fail("optim.grad_clip", f"expected a positive norm or null, found {optim.grad_clip}")
     if optim.copied_lr_scale < 0:
         fail("optim.copied_lr_scale", f"expected >= 0, found {optim.copied_lr_scale}")
+    if config.loss.temporal_consistency < 0:
+        fail("loss.temporal_consistency", f"expected a weight >= 0, found {config.loss.temporal_consistency}")
     budgets = {"train.epochs": train.epochs, "train.steps": train.steps, "train.minutes": train.minutes}
     if all(value is None for value in budgets.values()):
         fail("train", "no budget: set at least one of train.epochs, train.steps or train.minutes")

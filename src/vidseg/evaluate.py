@@ -62,6 +62,7 @@ from vidseg.data.transforms import denormalize, normalize, resize_frames, resize
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
+from vidseg.models.unet import State, run_clip
 from vidseg.results import CorruptionFigures, EvaluationResults, Figures, PerPosition
 
 if TYPE_CHECKING:
@@ -364,13 +365,15 @@ def _classes_at(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _predict_clip(net, frames: torch.Tensor, label_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Class maps ``[B, T, h, w]`` at the working size and ``[B, T, H, W]`` at ``label_size``; one step at a
     time so that only one frame's logits are alive."""
-    state = None
-    working, scored = [], []
-    for t in range(frames.shape[1]):
-        logits, state = net.step(frames[:, t], state)
-        working.append(logits.argmax(dim=1))
-        scored.append(_classes_at(logits, label_size) if tuple(logits.shape[-2:]) != label_size else working[-1])
-    return torch.stack(working, dim=1), torch.stack(scored, dim=1)
+
+    def predict(frame: torch.Tensor, state: State | None) -> tuple[tuple[torch.Tensor, torch.Tensor], State]:
+        logits, state = net.step(frame, state)
+        working = logits.argmax(dim=1)
+        scored = _classes_at(logits, label_size) if tuple(logits.shape[-2:]) != label_size else working
+        return (working, scored), state
+
+    (working, scored), _ = run_clip(predict, frames, None, frames.shape[2])
+    return working, scored
 
 
 def _predict_with_context(net, clip: torch.Tensor, gt_index: int) -> torch.Tensor:

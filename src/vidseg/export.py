@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
-from vidseg.checkpoint import checkpoint_normalization
+from vidseg.checkpoint import TrainState, as_train_state
+from vidseg.data.transforms import MEAN, STD
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path
 from vidseg.models.unet import RecurrentUNet
@@ -82,15 +83,15 @@ def state_channels(model: RecurrentUNet) -> list[int]:
     return list(model.channels) if model.is_temporal else []
 
 
-def build_metadata(model: RecurrentUNet, checkpoint: Mapping[str, Any] | None = None) -> dict[str, str]:
+def build_metadata(model: RecurrentUNet, checkpoint: TrainState | Mapping[str, Any] | None = None) -> dict[str, str]:
     """The ``vidseg.*`` metadata stored in the ONNX file (all values are strings; lists are JSON)."""
-    checkpoint = checkpoint or {}
-    mean, std = checkpoint_normalization(checkpoint)
+    state = as_train_state(checkpoint) if checkpoint else None
+    mean, std = state.mean_std() if state is not None else (list(MEAN), list(STD))
     metadata = {
         "format": FORMAT,
-        "model_name": str(checkpoint.get("model_name", type(model).__name__)),
+        "model_name": state.model_name if state is not None else type(model).__name__,
         "num_classes": str(model.num_classes),
-        "label_set": str(checkpoint.get("label_set", "")),
+        "label_set": str(state.label_set or "") if state is not None else "",
         "mean": json.dumps([float(v) for v in mean]),
         "std": json.dumps([float(v) for v in std]),
         "state_channels": json.dumps(state_channels(model)),
@@ -146,7 +147,7 @@ def export_onnx(
     model: RecurrentUNet,
     path: str | os.PathLike,
     *,
-    checkpoint: Mapping[str, Any] | None = None,
+    checkpoint: TrainState | Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Export ``model``'s single-frame step to ``path`` (atomically) with dynamic batch, height and width.
@@ -277,7 +278,7 @@ def export_int8_onnx(
     model: RecurrentUNet,
     path: str | os.PathLike,
     *,
-    checkpoint: Mapping[str, Any] | None = None,
+    checkpoint: TrainState | Mapping[str, Any] | None = None,
     calibration: Any = None,
     size: tuple[int, int] | None = None,
     opset: int = DEFAULT_OPSET,
@@ -290,7 +291,7 @@ def export_int8_onnx(
     folder of frames or a dataset root; None: the checkpoint's validation frames), resized to ``size`` if given.
     """
     onnxruntime, _ = require_onnxruntime()
-    clips = calibration_clips(calibration, dict(checkpoint) if checkpoint is not None else None)
+    clips = calibration_clips(calibration, checkpoint)
     metadata = build_metadata(model, checkpoint)
     mean = np.array(json.loads(metadata["vidseg.mean"]), dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.array(json.loads(metadata["vidseg.std"]), dtype=np.float32).reshape(1, 3, 1, 1)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vidseg.checkpoint import TrainState, as_train_state
 from vidseg.data.files import read_image
 from vidseg.data.index import build_index, layouts
 from vidseg.data.video import open_frames
@@ -43,7 +44,7 @@ Clip = list[np.ndarray]
 
 def calibration_clips(
     calibration: Any = None,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: TrainState | Mapping[str, Any] | None = None,
     max_frames: int = CALIBRATION_FRAMES,
     clip_frames: int = CLIP_FRAMES,
 ) -> list[Clip]:
@@ -121,8 +122,11 @@ def _dataset_layout(path: Path):
     return matches[0] if len(matches) == 1 else None
 
 
-def _checkpoint_validation_data(checkpoint: dict[str, Any] | None) -> tuple[Path, str | None, str]:
-    data = ((checkpoint or {}).get("config") or {}).get("data") or {}
+def _checkpoint_validation_data(
+    checkpoint: TrainState | Mapping[str, Any] | None,
+) -> tuple[Path, str | None, str]:
+    config = as_train_state(checkpoint).config if checkpoint else None
+    data = (config or {}).get("data") or {}
     root, layout, split = data.get("root"), data.get("layout"), data.get("val_split", "val")
     hint = (
         "int8 needs calibration frames: pass calibration= (frames, a video, a folder of frames or a dataset "

@@ -26,13 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidseg import models, viz
-from vidseg.checkpoint import (
-    checkpoint_label_set,
-    checkpoint_normalization,
-    checkpoint_working_size,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from vidseg.checkpoint import TrainState
 from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
 from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
 from vidseg.data.video import ImageFolderWriter, VideoWriter
@@ -54,8 +48,8 @@ class Segmenter:
     the previous call stopped (so a video can be fed in pieces); ``reset`` starts a new video.
 
     Args:
-        checkpoint: path of a vidseg checkpoint, or a checkpoint dict as ``vidseg.checkpoint.load_checkpoint``
-            returns it.
+        checkpoint: path of a vidseg checkpoint, a ``vidseg.checkpoint.TrainState``, or a checkpoint dict as
+            ``vidseg.checkpoint.load_checkpoint`` returns it.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         amp: ``"off"`` (float32), ``"bf16"`` or ``"fp16"`` (CUDA only; CPUs lack fast float16 kernels); the
             older spelling of ``precision`` (``amp="off"`` is ``precision="fp32"``).
@@ -75,7 +69,7 @@ class Segmenter:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike | dict[str, Any],
+        checkpoint: str | os.PathLike | TrainState | dict[str, Any],
         device: str | torch.device = "cpu",
         amp: str = "off",
         size: tuple[int, int] | str | None = "checkpoint",
@@ -109,24 +103,27 @@ class Segmenter:
 
         if isinstance(checkpoint, (str, os.PathLike)):
             source = str(checkpoint)
-            checkpoint = load_checkpoint(checkpoint)
-        else:
+            checkpoint = TrainState.load(checkpoint)
+        elif not isinstance(checkpoint, TrainState):
             source = "<checkpoint dict>"
-            missing = [key for key in ("model_name", "num_classes", "model") if key not in checkpoint]
+            missing = [key for key in TrainState.REQUIRED if key not in checkpoint]
             if missing:
                 raise VidsegError(f"the checkpoint dict lacks {missing}; pass what load_checkpoint returns")
-        self.model_name = checkpoint["model_name"]
-        self.model = model_from_checkpoint(checkpoint, source).eval().to(self.device)
+            checkpoint = TrainState.from_payload(checkpoint)
+        else:
+            source = "<checkpoint>"
+        self.model_name = checkpoint.model_name
+        self.model = checkpoint.build_model(source).eval().to(self.device)
         self.num_classes = self.model.num_classes
         try:
-            self.label_set = checkpoint_label_set(checkpoint)
+            self.label_set = checkpoint.predicted_label_set()
         except VidsegError as error:
             raise VidsegError(f"checkpoint {source}: {error}") from error
-        self.fit_size = checkpoint_working_size(checkpoint) if size == "checkpoint" else None
+        self.fit_size = checkpoint.trained_size() if size == "checkpoint" else None
         """The checkpoint's working size that frames are fitted into (``size="checkpoint"``), else None."""
         self.size: tuple[int, int] | None = None if isinstance(size, str) else size
         """The exact working size asked for, else None."""
-        mean, std = checkpoint_normalization(checkpoint)
+        mean, std = checkpoint.mean_std()
         # (x / 255 - mean) / std as one multiply-subtract per pixel.
         std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std_tensor)

@@ -8,9 +8,13 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidseg.choices import AMP_MODES
 from vidseg.config import DataConfig, EvalConfig
+
+if TYPE_CHECKING:
+    from vidseg.checkpoint import TrainState
 
 HELP = "evaluate a checkpoint: mIoU/mAcc/aAcc, per-position mIoU, temporal consistency; JSON and Markdown"
 DEFAULT_CORRUPT_RATE = 0.3
@@ -118,19 +122,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from vidseg.checkpoint import TrainState
     from vidseg.errors import VidsegError
     from vidseg.evaluate import evaluate_model, results_markdown
     from vidseg.fileio import atomic_write_text, check_writable
 
     started = time.monotonic()
     checkpoint_path = Path(args.checkpoint)
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = TrainState.load(checkpoint_path)
     _check_label_set(checkpoint, checkpoint_path)
     _check_normalization(checkpoint, checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path)
+    model = checkpoint.build_model(checkpoint_path)
 
-    config = checkpoint.get("config") or {}
+    config = checkpoint.config or {}
     data_config, eval_config = config.get("data", {}), config.get("eval", {})
     root = args.data or data_config.get("root")
     if root is None:
@@ -178,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         protocol=args.protocol,
-        num_classes=int(checkpoint["num_classes"]),
+        num_classes=int(checkpoint.num_classes),
         tc=not args.no_tc,
         per_position=args.per_position,
         mode=mode,
@@ -191,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
     )
     results.run = {
         "checkpoint": str(checkpoint_path),
-        "model_name": checkpoint["model_name"],
-        "model_label_set": checkpoint.get("label_set"),
+        "model_name": checkpoint.model_name,
+        "model_label_set": checkpoint.label_set,
         "data": str(root),
         "layout": getattr(getattr(dataset, "index", None), "layout", None),
         "split": split,
@@ -210,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     what = f"{root} ({split}{', corrupted' if corruption is not None else ''})"
-    table = results_markdown(results, title=f"{checkpoint['model_name']} on {what}")
+    table = results_markdown(results, title=f"{checkpoint.model_name} on {what}")
     atomic_write_text(out, json.dumps(results.to_dict(), indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), table)
     print(table)
@@ -293,12 +297,12 @@ def _is_results_markdown(path: Path) -> bool:
     return any(line.startswith(("| protocol | frames | mIoU |", "| protocol | windows | mIoU |")) for line in lines)
 
 
-def _check_label_set(checkpoint: dict, path: Path) -> None:
+def _check_label_set(checkpoint: TrainState, path: Path) -> None:
     from vidseg.data.labels import get_label_set
     from vidseg.errors import VidsegError
 
-    name = checkpoint.get("label_set")
-    if name is None or checkpoint.get("label_set_spec") is not None:
+    name = checkpoint.label_set
+    if name is None or checkpoint.label_set_spec is not None:
         # Older checkpoints: resolve_protocol checks the class count alone; a recorded spec is checked when the
         # dataset is built (checkpoint_label_set).
         return
@@ -306,23 +310,22 @@ def _check_label_set(checkpoint: dict, path: Path) -> None:
         label_set = get_label_set(name)
     except ValueError as error:
         raise VidsegError(f"checkpoint {path}: {error}") from None
-    if label_set.num_classes != int(checkpoint["num_classes"]):
+    if label_set.num_classes != int(checkpoint.num_classes):
         raise VidsegError(
-            f"checkpoint {path} has a {checkpoint['num_classes']}-class model but names label set {name!r}, "
+            f"checkpoint {path} has a {checkpoint.num_classes}-class model but names label set {name!r}, "
             f"which has {label_set.num_classes} classes; the checkpoint is inconsistent: re-export it "
             "with the label set it was trained on"
         )
 
 
-def _check_normalization(checkpoint: dict, path: Path) -> None:
-    from vidseg.checkpoint import checkpoint_normalization
+def _check_normalization(checkpoint: TrainState, path: Path) -> None:
     from vidseg.data.transforms import MEAN, STD
     from vidseg.errors import VidsegError
 
-    if not checkpoint.get("normalization"):
+    if not checkpoint.normalization:
         return
     # The data pipeline normalises with MEAN / STD only; a model trained otherwise would see shifted inputs.
-    for key, found, expected in zip(("mean", "std"), checkpoint_normalization(checkpoint), (MEAN, STD)):
+    for key, found, expected in zip(("mean", "std"), checkpoint.mean_std(), (MEAN, STD)):
         if any(abs(a - b) > 1e-6 for a, b in zip(found, expected)):
             raise VidsegError(
                 f"checkpoint {path} was trained on frames normalised with {key} {found}, but the data "
@@ -367,8 +370,7 @@ def _start_processes(device_arg: str):
     return 0, 1, distributed.resolve_device(device_arg, option="--device")
 
 
-def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint: dict, args):
-    from vidseg.checkpoint import checkpoint_label_set
+def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout, checkpoint: TrainState, args):
     from vidseg.data.clips import open_dataset
     from vidseg.data.labels import get_label_set
     from vidseg.data.transforms import ClipTransform
@@ -376,9 +378,9 @@ def _build_dataset(root, split, num_frames, gt_position, size, score_at, layout,
 
     # The model's own label set (a recorded spec covers a classes.yaml); the class count of an older checkpoint
     # without one is checked against the protocol by evaluate_model.
-    named = checkpoint.get("label_set")
-    if checkpoint.get("label_set_spec") is not None:
-        label_set = checkpoint_label_set(checkpoint)
+    named = checkpoint.label_set
+    if checkpoint.label_set_spec is not None:
+        label_set = checkpoint.predicted_label_set()
     else:
         label_set = get_label_set(named if named not in (None, "cityscapes", "report") else "cityscapes")
     if label_set.name in ("cityscapes", "report"):

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
+    from vidseg.checkpoint import TrainState
     from vidseg.data.video import check_output_file
     from vidseg.export import export_onnx, max_difference_to_model, read_metadata
     from vidseg.fileio import check_outputs_spare_inputs, remove_dead_temporaries_of
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         from vidseg.errors import VidsegError
 
         raise VidsegError("--calibrate and --size are for --precision int8")
-    checkpoint = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(checkpoint, args.checkpoint)
+    checkpoint = TrainState.load(args.checkpoint)
+    model = checkpoint.build_model(args.checkpoint)
     if args.precision == "int8":
         from vidseg.export import export_int8_onnx
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     export_onnx(model, out, checkpoint=checkpoint, opset=args.opset)
     metadata = read_metadata(out)
     states = metadata["vidseg.state_channels"]
-    print(f"wrote {out}: {checkpoint['model_name']}, inputs frame + {len(model.channels) if model.is_temporal else 0}"
+    print(f"wrote {out}: {checkpoint.model_name}, inputs frame + {len(model.channels) if model.is_temporal else 0}"
           f" states (channels {states}), dynamic batch, height and width")
     if args.no_check:
         return 0
@@ -78,7 +78,7 @@ def _report_int8(args: argparse.Namespace, out, checkpoint, model) -> int:
     from vidseg.export import read_metadata, run_onnx_sequence
 
     states = read_metadata(out)["vidseg.state_channels"]
-    print(f"wrote {out}: {checkpoint['model_name']} in int8, inputs frame + states (channels {states}), "
+    print(f"wrote {out}: {checkpoint.model_name} in int8, inputs frame + states (channels {states}), "
           "dynamic batch, height and width")
     if args.no_check:
         return 0

@@ -5,18 +5,25 @@ Segmentation", Lab Vision Systems, University of Bonn, 2023): the block type, th
 channel list are arguments. Per-frame baselines are the same class with ``temporal=None``.
 
 Recurrent state is explicit. ``step(frame, state) -> (logits, state)`` processes one frame; the clip
-forward is a loop over ``step``. A state is a tuple with one hidden tensor per encoder level (empty for
-per-frame models); ``None`` means the zero initial state.
+forward is a loop over ``step`` (``run_clip``, which training and evaluation use too, each with its own step).
+A state is a tuple with one hidden tensor per encoder level (empty for per-frame models); ``None`` means the zero
+initial state.
+
+Activation checkpointing is a flag the model reads (``set_grad_checkpointing``, as in timm): with it, the
+activations of a time step (or of each stage) are not kept for the backward pass but recomputed during it. The flag
+is plain data, so ``copy.deepcopy(model)`` (an EMA copy) runs its own stages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
 from vidseg.models.blocks import BlockSet
 from vidseg.models.temporal import drop_state
@@ -25,6 +32,11 @@ if TYPE_CHECKING:
     from vidseg.models.inference import InferenceUNet
 
 State = tuple[torch.Tensor, ...]
+Output = TypeVar("Output", torch.Tensor, tuple[torch.Tensor, ...])
+
+GRAD_CHECKPOINTING = ("off", "step", "stage")
+"""``step``: recompute each time step in backward; ``stage``: also each encoder stage, temporal unit and decoder
+stage within the recomputed step."""
 
 # The deepest ConvNeXt block pads by 3 in reflect mode, which needs at least 4 pixels per side.
 MIN_BOTTOM_SIZE = 4
@@ -56,29 +68,76 @@ def run_levels(
     Shared by ``RecurrentUNet`` and its fused inference copy (``vidseg.models.inference``), which have the same
     ``encoder``, ``temporal``, ``decoder`` and ``head`` module lists. Returns padded logits and the new state.
     """
+    recompute = getattr(model, "grad_checkpointing", "off") == "stage" and torch.is_grad_enabled()
+    run = _recomputed if recompute else _called
     features = []
     for stage in model.encoder:
-        x = stage(x)
+        x = run(stage, x)
         features.append(x)
     if model.is_temporal:
         hidden = check_state(state, features)
-        new_state: State = tuple(unit(f, h) for unit, f, h in zip(model.temporal, features, hidden))
+        new_state: State = tuple(run(unit, f, h) for unit, f, h in zip(model.temporal, features, hidden))
         skips = [f + h for f, h in zip(features, new_state)] if model.temporal_residual else list(new_state)
     else:
         skips, new_state = features, ()
     y = skips[-1]
     for level in reversed(range(len(model.decoder))):
-        y = model.decoder[level](y, skips[level])
+        y = run(model.decoder[level], y, skips[level])
     return model.head(y), new_state
 
 
+def _called(module: nn.Module, *args: Any) -> Any:
+    return module(*args)
+
+
+def _recomputed(module: nn.Module, *args: Any) -> Any:
+    return recompute_in_backward(RecomputeOnce(module, module), *args, use_reentrant=False)
+
+
+class RecomputeOnce:
+    """A function for ``torch.utils.checkpoint`` whose second call (the recomputation in backward) leaves the
+    BatchNorm running statistics as they were, so that checkpointing does not count every batch twice."""
+
+    def __init__(self, function: Callable, module: nn.Module):
+        self.function = function
+        self.module = module
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            return self.function(*args)
+        with preserved_batchnorm_statistics(self.module):
+            return self.function(*args)
+
+
+@contextlib.contextmanager
+def preserved_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Restore the BatchNorm running statistics of ``module`` after the block (outputs are unaffected: in
+    training mode BatchNorm normalises with batch statistics)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    buffers = [buffer for m in norms for buffer in m.buffers()]
+    saved = [buffer.clone() for buffer in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
+
+
 def run_clip(
-    step: Callable[[torch.Tensor, State | None], tuple[torch.Tensor, State]],
+    step: Callable[[torch.Tensor, State | None], tuple[Output, State]],
     frames: torch.Tensor,
     state: State | None,
     in_channels: int,
-) -> tuple[torch.Tensor, State]:
-    """A clip ``[B, T, C, H, W]`` through ``step`` frame by frame, carrying the state."""
+) -> tuple[Output, State]:
+    """A clip ``[B, T, C, H, W]`` through ``step`` frame by frame, carrying the state: the one loop over frames.
+
+    ``step(frame, state) -> (output, state)`` is the model's ``step`` or any function around it (training adds
+    the memory layout, evaluation keeps class maps instead of logits). The outputs are stacked on a time axis
+    (dim 1); a step that returns a tuple of tensors gets a tuple of stacked tensors.
+    """
     if frames.dim() != 5:
         raise ValueError(
             f"the model expects a clip [B, T, {in_channels}, H, W], got shape {tuple(frames.shape)}; "
@@ -86,11 +145,14 @@ def run_clip(
         )
     if frames.shape[1] == 0:
         raise ValueError(f"the clip has no frames: shape {tuple(frames.shape)} has T = 0")
-    logits, new_state = step(frames[:, 0], state)
-    outputs = [logits]
+    output, new_state = step(frames[:, 0], state)
+    outputs = [output]
     for t in range(1, frames.shape[1]):
-        logits, new_state = step(frames[:, t], new_state)
-        outputs.append(logits)
+        output, new_state = step(frames[:, t], new_state)
+        outputs.append(output)
+    if isinstance(output, tuple):
+        stacked: Any = tuple(torch.stack(parts, dim=1) for parts in zip(*outputs))
+        return stacked, new_state
     return torch.stack(outputs, dim=1), new_state
 
 
@@ -144,6 +206,16 @@ class RecurrentUNet(nn.Module):
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
+        self.grad_checkpointing = "off"
+        """One of ``GRAD_CHECKPOINTING``; set it with ``set_grad_checkpointing``."""
+
+    def set_grad_checkpointing(self, enable: bool = True, granularity: str = "step") -> None:
+        """Recompute activations in the backward pass instead of keeping them (only while gradients are on):
+        each time step (``granularity="step"``) or, within it, each stage (``"stage"``). Outputs, gradients and
+        BatchNorm statistics are those of the plain forward; only memory and time change."""
+        if granularity not in GRAD_CHECKPOINTING[1:]:
+            raise ValueError(f"granularity must be 'step' or 'stage', got {granularity!r}")
+        self.grad_checkpointing = granularity if enable else "off"
 
     @property
     def size_multiple(self) -> int:
@@ -178,6 +250,11 @@ class RecurrentUNet(nn.Module):
         Returns:
             logits ``[B, num_classes, H, W]`` and the new state.
         """
+        if self.grad_checkpointing != "off" and torch.is_grad_enabled():
+            return recompute_in_backward(RecomputeOnce(self._step, self), frame, state, use_reentrant=False)
+        return self._step(frame, state)
+
+    def _step(self, frame: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         self._check_frame(frame)
         if self.training and self.state_dropout > 0 and state:
             state = drop_state(state, self.state_dropout)
