@@ -15,7 +15,6 @@ NOT_IMPORTABLE = {"vidseg.__main__"}
 
 TORCH_FREE = "keeps `import vidseg`, vidseg.config and the command modules free of torch (`vidseg --help`)"
 OPTIONAL = "optional dependency"
-PENDING = "pending: issue 13 helper"
 # (module, what it imports inside a function) -> why it cannot be at the module's top.
 ALLOWED_IN_FUNCTIONS = {
     ("vidseg", "vidseg.segment"): TORCH_FREE,
@@ -28,7 +27,7 @@ ALLOWED_IN_FUNCTIONS = {
     ("vidseg.export", "onnxruntime"): OPTIONAL + " (the onnx extra)",
     ("vidseg.quantize", "onnx"): OPTIONAL + " (the onnx extra)",
     ("vidseg.quantize", "onnxruntime"): OPTIONAL + " (the onnx extra)",
-    ("vidseg.train", "torch.utils.tensorboard"): OPTIONAL + " (tensorboard)",
+    ("vidseg.training.run_dir", "torch.utils.tensorboard"): OPTIONAL + " (tensorboard)",
 }
 
 

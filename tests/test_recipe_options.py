@@ -19,7 +19,7 @@ from vidseg.config import config_from_dict
 from vidseg.errors import VidsegError
 from vidseg.models import build_model, count_parameters, optimize_for_inference
 from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, warp, zero_input_path
-from vidseg.train import warm_start
+from vidseg.train import ClipForward, warm_start
 
 UNITS = ["crnn", "cgru"]
 
@@ -295,18 +295,15 @@ def test_state_dropout_in_training_changes_the_logits():
 def test_state_dropout_draws_the_same_masks_when_steps_are_recomputed_in_backward(mode):
     # Activation checkpointing runs each step again in backward; the dropout draw must repeat, or the gradients
     # would belong to another forward pass.
-    from vidseg.train import ClipForward, checkpoint_stages
-
     torch.manual_seed(0)
     reference = build_model("vanilla-cgru-small-shallow", num_classes=5, state_dropout=0.5, temporal_residual=True)
     randomise_units(reference)
     recomputed = copy.deepcopy(reference)
-    if mode == "stage":
-        checkpoint_stages(recomputed)
+    recomputed.set_grad_checkpointing(True, granularity=mode)
     clip = torch.randn(4, 4, 3, 16, 16)
-    for model, steps in ((reference, False), (recomputed, True)):
+    for model in (reference, recomputed):
         torch.manual_seed(5)
-        ClipForward(model, checkpoint_steps=steps)(clip).square().mean().backward()
+        ClipForward(model)(clip).square().mean().backward()
     for (name, p), q in zip(reference.named_parameters(), recomputed.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
