@@ -50,7 +50,8 @@ VARIANTS = {
         "finetune_options": {"model": {"temporal_residual": True, "state_dropout": 0.3}},
     },
     "CutMix 0.5": {"finetune_lr": 3e-3, "finetune_options": {"data": {"mixup": {"kind": "cutmix", "prob": 0.5}}}},
-    "temporal-consistency loss 1.0": {"finetune_lr": 3e-3, "finetune_options": {"loss": {"temporal_consistency": 1.0}}},
+    "temporal-consistency loss 1": {"finetune_lr": 3e-3, "finetune_options": {"loss": {"temporal_consistency": 1.0}}},
+    "temporal-consistency loss 10": {"finetune_lr": 3e-3, "finetune_options": {"loss": {"temporal_consistency": 10.0}}},
     "frame skip 1-3": {"finetune_lr": 3e-3, "finetune_options": {"data": {"frame_stride": [1, 3]}}},
     "warped state": {"finetune_lr": 3e-3, "finetune_options": {"model": {"warp_state": True}}},
 }
