@@ -70,6 +70,20 @@ def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_di
     assert load_config(demo_dir / "configs" / "baseline.yaml").model.name == BASELINE_MODEL
 
 
+def test_finetune_options_reach_the_temporal_run_only_and_give_a_valid_config(tmp_path):
+    from vidseg.config import config_from_dict
+
+    plan = DemoPlan.create(tmp_path, minutes=1)
+    plain = plan.config("finetune")
+    plan.finetune_options = {"model": {"temporal_residual": True}, "loss": {"temporal_consistency": 2.0}}
+    finetune = config_from_dict(plan.config("finetune"), source="test")
+    assert finetune.model.temporal_residual and finetune.loss.temporal_consistency == 2.0
+    assert finetune.model.name == TEMPORAL_MODEL and finetune.loss.frames == plain["loss"]["frames"]
+    for run in ("baseline", "pretrain"):
+        config = config_from_dict(plan.config(run), source="test")
+        assert not config.model.temporal_residual and config.loss.temporal_consistency == 0.0
+
+
 def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
     plan = DemoPlan.create(tmp_path, minutes=10)
     ratio = training_flops(TEMPORAL_MODEL, plan.size) / training_flops(BASELINE_MODEL, plan.size)
