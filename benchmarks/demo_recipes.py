@@ -54,6 +54,27 @@ VARIANTS = {
     "temporal-consistency loss 10": {"finetune_lr": 3e-3, "finetune_options": {"loss": {"temporal_consistency": 10.0}}},
     "frame skip 1-3": {"finetune_lr": 3e-3, "finetune_options": {"data": {"frame_stride": [1, 3]}}},
     "warped state": {"finetune_lr": 3e-3, "finetune_options": {"model": {"warp_state": True}}},
+    "residual units + CutMix 0.5": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {"model": {"temporal_residual": True}, "data": {"mixup": {"kind": "cutmix", "prob": 0.5}}},
+    },
+    "residual units + CutMix 0.5 + frame skip 1-3": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 3]},
+        },
+    },
+    "residual units + pre-training share 0.75": {
+        "pretrain_share": 0.75,
+        "finetune_lr": 3e-3,
+        "finetune_options": {"model": {"temporal_residual": True}},
+    },
+    "residual units + CutMix 0.5 + pre-training share 0.75": {
+        "pretrain_share": 0.75,
+        "finetune_lr": 3e-3,
+        "finetune_options": {"model": {"temporal_residual": True}, "data": {"mixup": {"kind": "cutmix", "prob": 0.5}}},
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 
