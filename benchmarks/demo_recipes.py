@@ -14,7 +14,8 @@ and the IoU of the thin or moving classes, next to the demo's per-frame baseline
     python benchmarks/demo_recipes.py --demo runs/demo --reuse    # the table again, without training
 
 One seed per call: a screen for ideas; confirm on other seeds (each seed is also another dataset) before
-changing the demo. Results: a Markdown table on stdout and in ``benchmarks/results/demo_recipes_seed<S>.md``.
+changing the demo. Results: a Markdown table on stdout and in ``benchmarks/results/demo_recipes_seed<S>.md``
+(``..._seed<S>_minutes<M>.md`` for a demo run with another ``--minutes`` than 10).
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ def main() -> None:
         lines.append(f"| {name} | {steps} | {baseline_steps} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     markdown = "\n".join(lines)
     print(markdown)
-    print(f"written to {write_result(f'demo_recipes_seed{demo.seed}', markdown)}")
+    # The demo's default budget keeps the historical name; a screen at another budget gets its own file.
+    budget = "" if demo.minutes == 10 else f"_minutes{demo.minutes:g}"
+    print(f"written to {write_result(f'demo_recipes_seed{demo.seed}{budget}', markdown)}")
 
 
 if __name__ == "__main__":
