@@ -19,7 +19,7 @@ from vidseg.data.transforms import normalize
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
 from vidseg.train import Budget, StepReport, StopReason, train
-from vidseg.training.losses import Criterion, TemporalConsistencyLoss, segmentation_loss, warp
+from vidseg.training.losses import Criterion, TemporalConsistencyLoss, segmentation_loss
 from vidseg.training.run_dir import checkpoint_due
 
 # The keys of a training checkpoint as vidseg wrote them before TrainState existed (docs/design.md): a file
@@ -212,13 +212,6 @@ def test_a_shifted_frame_with_its_prediction_shifted_alike_costs_nearly_nothing(
     inner = valid[0, 4:-4, 4 : WIDTH - shift - 4]
     assert inner.float().mean() > 0.9
     assert flow[0, 0, 4:-4, 4 : WIDTH - shift - 4][inner].median() == pytest.approx(shift, abs=0.25)
-
-
-def test_warp_moves_a_map_by_the_flow():
-    maps = torch.arange(HEIGHT * WIDTH, dtype=torch.float32).view(1, 1, HEIGHT, WIDTH)
-    flow = torch.zeros(1, 2, HEIGHT, WIDTH)
-    flow[:, 0] = 2.0  # sample two pixels to the right
-    torch.testing.assert_close(warp(maps, flow)[..., : WIDTH - 2], maps[..., 2:], rtol=0, atol=1e-3)
 
 
 def test_the_term_gradient_reaches_the_model():

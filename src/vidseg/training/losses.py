@@ -18,6 +18,7 @@ from vidseg.config import LossConfig
 from vidseg.consistency import dis_flow, make_flow_estimator, occlusion_mask
 from vidseg.data.labels import IGNORE_INDEX
 from vidseg.data.transforms import denormalize
+from vidseg.models.temporal import warp
 
 
 def segmentation_loss(
@@ -107,21 +108,6 @@ def flow_inside(flow: np.ndarray) -> np.ndarray:
     rows, cols = np.mgrid[0:height, 0:width]
     target_cols, target_rows = cols + flow[..., 0], rows + flow[..., 1]
     return (target_cols >= 0) & (target_cols <= width - 1) & (target_rows >= 0) & (target_rows <= height - 1)
-
-
-def warp(maps: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``maps [N, C, H, W]`` sampled (bilinearly) at x + ``flow(x)`` for every pixel x: ``flow [N, 2, H, W]``
-    holds (dx, dy) in pixels."""
-    height, width = maps.shape[-2:]
-    rows, cols = torch.meshgrid(
-        torch.arange(height, dtype=flow.dtype, device=flow.device),
-        torch.arange(width, dtype=flow.dtype, device=flow.device),
-        indexing="ij",
-    )
-    x = (cols + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
-    y = (rows + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
-    grid = torch.stack([x, y], dim=-1).to(maps.dtype)
-    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 # -------------------------------------------------------------------------------------- the loss terms
