@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import quiet
 
 from vidseg import distributed
 from vidseg.checkpoint import load_checkpoint, save_checkpoint
@@ -39,9 +40,6 @@ def needs_cuda(test):
     """Mark ``test`` as a CUDA test that skips, saying why, where PyTorch sees no GPU."""
     return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)(test))
 
-
-def quiet(message: str) -> None:
-    pass
 
 
 def synth_config(root, device: str, amp: str, steps: int, **train):

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import quiet
 from torch import nn
 
 from vidseg.checkpoint import model_from_checkpoint, save_checkpoint
@@ -23,9 +24,6 @@ from vidseg.train import ClipForward, warm_start
 
 UNITS = ["crnn", "cgru"]
 
-
-def quiet(message: str) -> None:
-    pass
 
 
 def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

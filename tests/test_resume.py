@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import quiet
 
 from vidseg.checkpoint import load_checkpoint
 from vidseg.cli import main as cli_main
 from vidseg.config import load_config
 from vidseg.errors import VidsegError
 from vidseg.train import find_resume_checkpoint, train
-
-
-def quiet(message: str) -> None:
-    pass
 
 
 def write_config(path: Path, root: Path, exact: bool = True, **train) -> Path:

@@ -13,10 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import quiet, tiny_config
 
 from vidseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vidseg.cli import main as cli_main
-from vidseg.config import config_from_dict, load_config
+from vidseg.config import load_config
 from vidseg.errors import VidsegError
 from vidseg.models import REPORT_PARAMS, build_model, count_parameters
 from vidseg.train import (
@@ -35,23 +36,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TABLE2 = sorted((CONFIGS / "cityscapes").glob("*.yaml"))
 
 
-def quiet(message: str) -> None:
-    pass
 
-
-def tiny_config(root, **sections):
-    """A fast config on a generated tree: 16x32 frames, 3-frame windows, batch 2, no evaluation."""
-    raw = {
-        "model": {"name": "vanilla-crnn-small-shallow"},
-        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
-        "loss": {"frames": "labelled"},
-        "optim": {"lr": 3e-3},
-        "train": {"steps": 2, "log_every": 1, "tensorboard": False},
-        "eval": {"every_epochs": 0, "num_frames": 3, "batch_size": 2},
-    }
-    for section, values in sections.items():
-        raw[section].update(values)
-    return config_from_dict(raw, source="tiny config")
 
 
 # ------------------------------------------------------------------------------------------------- the loss

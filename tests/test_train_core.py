@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import quiet, tiny_config
 
 from vidseg.checkpoint import TrainState, load_checkpoint
-from vidseg.config import LossConfig, config_from_dict
+from vidseg.config import LossConfig
 from vidseg.data.transforms import normalize
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
@@ -31,22 +32,7 @@ PAYLOAD_KEYS = [
 ]
 
 
-def quiet(message: str) -> None:
-    pass
 
-
-def tiny_config(root, **sections):
-    raw = {
-        "model": {"name": "vanilla-crnn-small-shallow"},
-        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
-        "loss": {"frames": "labelled"},
-        "optim": {"lr": 3e-3},
-        "train": {"steps": 2, "log_every": 1, "tensorboard": False},
-        "eval": {"every_epochs": 0, "num_frames": 3, "batch_size": 2},
-    }
-    for section, values in sections.items():
-        raw[section].update(values)
-    return config_from_dict(raw, source="tiny config")
 
 
 # ------------------------------------------------------------------------------------------ the checkpoint

@@ -416,3 +416,22 @@ def load_index(
     frame_cache = FrameCache(cache)
     frame_cache.check(Path(root), split, size)
     return frame_cache.index(split, label_set), frame_cache
+
+
+class WrappedClips(torch.utils.data.Dataset):
+    """Base of the datasets that change the samples of another clip dataset (corruption, CutMix): the same
+    length, and the wrapped dataset's attributes (``label_set``, ``names``, ``index``, ...) read through."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        # Called only for names the wrapper itself lacks; "dataset" is looked up before __init__ set it when
+        # a DataLoader worker unpickles the wrapper.
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vidseg.data.clips import WrappedClips
 from vidseg.data.transforms import denormalize, normalize
 
 CORRUPTIONS = ("clean", "noise", "dark", "overexposed", "blur", "dropout", "occlusion")
@@ -170,7 +171,7 @@ def corrupt_frame(frame: torch.Tensor, kind: str, rng: np.random.Generator) -> t
     return torch.from_numpy((out + 0.5).astype(np.uint8)).permute(2, 0, 1).contiguous()
 
 
-class CorruptedClips(torch.utils.data.Dataset):
+class CorruptedClips(WrappedClips):
     """A clip dataset whose samples' frames are corrupted by ``corruption`` (``corruption`` codes updated).
 
     Args:
@@ -184,18 +185,9 @@ class CorruptedClips(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, corruption: Corruption, deterministic: bool):
-        self.dataset = dataset
+        super().__init__(dataset)
         self.corruption = corruption
         self.deterministic = deterministic
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str):
-        # label_set, names, index, ... of the wrapped dataset; never called for this class's own attributes.
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __getitem__(self, index):
         sample = dict(self.dataset[index])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vidseg.data.clips import WrappedClips
 from vidseg.data.corrupt import key_seed
 
 
@@ -66,7 +67,7 @@ def paste_clip(sample: dict, partner: dict, box: tuple[int, int, int, int]) -> d
     }
 
 
-class CutMixClips(torch.utils.data.Dataset):
+class CutMixClips(WrappedClips):
     """A training clip dataset whose samples are, with probability ``probability``, CutMixed with another clip
     of the dataset (see the module docstring).
 
@@ -82,18 +83,9 @@ class CutMixClips(torch.utils.data.Dataset):
             raise ValueError(f"probability must be in [0, 1], got {probability}")
         if not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
-        self.dataset = dataset
+        super().__init__(dataset)
         self.probability = probability
         self.alpha = alpha
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getattr__(self, name: str):
-        # label_set, names, index, ... of the wrapped dataset; never called for this class's own attributes.
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __getitem__(self, index):
         sample = self.dataset[index]
