@@ -309,6 +309,36 @@ def test_state_dropout_draws_the_same_masks_when_steps_are_recomputed_in_backwar
 # ------------------------------------------------------------------------------------------- state warping
 
 
+def test_warp_with_zero_flow_is_the_identity_in_bf16_on_wide_frames():
+    # bf16 holds integers exactly only up to 256: the pixel grid must not be built in the flow's dtype.
+    image = torch.arange(4 * 480, dtype=torch.float32).remainder(97).reshape(1, 1, 4, 480).to(torch.bfloat16)
+    flow = torch.zeros(1, 2, 4, 480, dtype=torch.bfloat16)
+    # Within one bf16 step of the values (0.5 below 128); a grid built in bf16 moves pixels by up to 2 and turns
+    # the last column to 0.
+    torch.testing.assert_close(warp(image, flow).float(), image.float(), rtol=0, atol=0.5)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_state_dropout_under_ddp_keeps_each_process_slice_of_one_global_draw(monkeypatch, rank):
+    # Every process seeds the generator alike; each must drop its own samples, not repeat rank 0's masks.
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    state = (torch.ones(8, 2, 3, 3), torch.ones(8, 4, 2, 2))
+    torch.manual_seed(11)
+    dropped = drop_state(state, 0.5)
+    torch.manual_seed(11)
+    expected_keep = (torch.rand(16) >= 0.5)[rank * 8 : (rank + 1) * 8]
+    for hidden in dropped:
+        assert torch.equal(hidden.flatten(1).amax(dim=1) > 0, expected_keep)
+    after = torch.rand(1)
+    torch.manual_seed(11)
+    torch.rand(16)
+    assert torch.equal(after, torch.rand(1)), "every process consumes the same draws"
+
+
 def test_warp_samples_the_image_where_the_flow_points():
     image = torch.arange(20.0).reshape(1, 1, 4, 5)
     flow = torch.zeros(1, 2, 4, 5)

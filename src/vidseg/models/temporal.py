@@ -25,6 +25,7 @@ outside the model). It starts at zero motion (an identity warp).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -55,13 +56,17 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image [B, C, H, W]`` sampled at each pixel plus ``flow [B, 2, H, W]`` (dx, dy in pixels; bilinear, edges
     replicated): backward warping, output pixel p = image(p + flow(p))."""
     height, width = image.shape[-2:]
-    ys = torch.arange(height, dtype=flow.dtype, device=flow.device).reshape(1, height, 1)
-    xs = torch.arange(width, dtype=flow.dtype, device=flow.device).reshape(1, 1, width)
+    # Pixel positions and the sampling in float32: bf16 cannot hold positions beyond 256 exactly (a zero flow
+    # would move pixels by up to 2 px at width 480).
+    flow = flow.float()
+    ys = torch.arange(height, dtype=torch.float32, device=flow.device).reshape(1, height, 1)
+    xs = torch.arange(width, dtype=torch.float32, device=flow.device).reshape(1, 1, width)
     # Normalised to [-1, 1] with align_corners=True: -1 and 1 are the centres of the first and last pixels.
     grid_x = (xs + flow[:, 0]) * (2 / max(width - 1, 1)) - 1
     grid_y = (ys + flow[:, 1]) * (2 / max(height - 1, 1)) - 1
-    grid = torch.stack([grid_x, grid_y], dim=-1).to(image.dtype)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    grid = torch.stack([grid_x, grid_y], dim=-1)
+    sampled = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return sampled.to(image.dtype)
 
 
 class ConvRNN(nn.Module):
@@ -143,7 +148,10 @@ def zero_input_path(unit: nn.Module) -> None:
 
 def drop_state(state: tuple[torch.Tensor, ...], probability: float) -> tuple[torch.Tensor, ...]:
     """State dropout: each sample's whole state (every level at once) becomes the zero initial state with
-    ``probability``, independently per sample and per call (per frame); kept states are not rescaled.
+    ``probability``, independently per sample and per call (per frame); kept states are not rescaled. Under
+    torch.distributed each process draws the masks of the whole global batch from the (shared, equally seeded)
+    generator and keeps its own slice, so samples on different processes drop independently while every
+    process's generator stays in step (what exact resume relies on).
 
     Zeros are exactly what the model sees on the first frame of a clip, so a dropped step teaches it to segment
     from the current frame alone; dropping every level together leaves no stale memory at another level to
@@ -152,7 +160,9 @@ def drop_state(state: tuple[torch.Tensor, ...], probability: float) -> tuple[tor
     if not state:
         return state
     first = state[0]
-    keep = torch.rand(first.shape[0], device=first.device) >= probability
+    batch = first.shape[0]
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    keep = torch.rand(world * batch, device=first.device)[rank * batch : (rank + 1) * batch] >= probability
     mask = keep.reshape(-1, 1, 1, 1)
     return tuple(torch.where(mask, hidden, hidden.new_zeros(())) for hidden in state)
 
