@@ -81,6 +81,9 @@ def test_bad_keys_and_types_name_key_file_and_expected_type(tmp_path, text, expe
         ({"train": {"steps": 1}, "data": {"frame_stride": [3, 1]}}, "data.frame_stride"),
         ({"train": {"steps": 1}, "optim": {"warmup_fraction": 1.0}}, "optim.warmup_fraction"),
         ({"train": {"steps": 1, "init_temporal": "identity"}, "model": {"name": "vanilla-cgru-small-shallow"}}, "cRNN"),
+        # Options that would silently do nothing.
+        ({"train": {"steps": 1}, "data": {"num_frames": 1}, "loss": {"temporal_consistency": 1.0}}, "data.num_frames"),
+        ({"train": {"steps": 1}, "data": {"mixup": {"prob": 0.9}}}, "data.mixup.prob"),
     ],
 )
 def test_value_checks_name_the_key(raw, key):

@@ -382,6 +382,12 @@ def validate(config: Config, source: str) -> None:
         fail("optim.copied_lr_scale", f"expected >= 0, found {optim.copied_lr_scale}")
     if config.loss.temporal_consistency < 0:
         fail("loss.temporal_consistency", f"expected a weight >= 0, found {config.loss.temporal_consistency}")
+    if config.loss.temporal_consistency > 0 and data.num_frames < 2:
+        fail(
+            "loss.temporal_consistency",
+            f"compares consecutive frames, but data.num_frames is {data.num_frames}: the term would always be 0 "
+            "(use windows of 2 frames or more, or weight 0)",
+        )
     budgets = {"train.epochs": train.epochs, "train.steps": train.steps, "train.minutes": train.minutes}
     if all(value is None for value in budgets.values()):
         fail("train", "no budget: set at least one of train.epochs, train.steps or train.minutes")
@@ -412,6 +418,9 @@ def validate(config: Config, source: str) -> None:
         fail("data.mixup.prob", f"expected a share of samples in [0, 1], found {mix.prob}")
     if not (math.isfinite(mix.alpha) and mix.alpha > 0):
         fail("data.mixup.alpha", f"expected a positive number, found {mix.alpha}")
+    unused = [key for key in ("prob", "alpha") if getattr(mix, key) != getattr(MixConfig(), key)]
+    if mix.kind == "none" and unused:
+        fail(f"data.mixup.{unused[0]}", "has no effect while data.mixup.kind is 'none' (set data.mixup.kind=cutmix)")
     corrupt = data.corrupt
     if not (math.isfinite(corrupt.rate) and 0 <= corrupt.rate <= 1):
         fail("data.corrupt.rate", f"expected a share of frames in [0, 1], found {corrupt.rate}")
