@@ -281,7 +281,7 @@ def test_prepare_command_detects_or_takes_the_layout(camvid, tmp_path, capsys):
 
 
 def test_training_on_camvid_builds_an_11_class_model_and_records_its_label_set(camvid, tmp_path):
-    from vidseg.checkpoint import checkpoint_label_set, checkpoint_working_size, load_checkpoint, model_from_checkpoint
+    from vidseg.checkpoint import TrainState
     from vidseg.train import train
 
     config = config_from_dict({
@@ -293,14 +293,14 @@ def test_training_on_camvid_builds_an_11_class_model_and_records_its_label_set(c
     })
     messages: list[str] = []
     train(config, tmp_path / "run", log=messages.append)
-    checkpoint = load_checkpoint(tmp_path / "run/last.pt")
-    assert checkpoint["num_classes"] == 11
-    logits, _ = model_from_checkpoint(checkpoint)(torch.zeros(1, 1, 3, 16, 24))
+    checkpoint = TrainState.load(tmp_path / "run/last.pt")
+    assert checkpoint.num_classes == 11
+    logits, _ = checkpoint.build_model()(torch.zeros(1, 1, 3, 16, 24))
     assert logits.shape[2] == 11
-    label_set = checkpoint_label_set(checkpoint)
+    label_set = checkpoint.predicted_label_set()
     assert label_set.name == "camvid11" and label_set.class_names[10] == "Bicyclist"
     np.testing.assert_array_equal(label_set.palette, get_label_set("camvid11").palette)
-    assert checkpoint_working_size(checkpoint) == (16, 24)
+    assert checkpoint.trained_size() == (16, 24)
     assert any("split 'train': 4 sequences, 14 frames" in m for m in messages)
 
 

@@ -305,25 +305,6 @@ def _state_dict_differences(expected: dict, found: dict) -> tuple[list[str], lis
     return missing, unexpected
 
 
-def checkpoint_label_set(checkpoint: TrainState | Mapping[str, Any]):
-    """``TrainState.predicted_label_set`` of a state or a loaded payload."""
-    return as_train_state(checkpoint).predicted_label_set()
-
-
-def checkpoint_normalization(checkpoint: TrainState | Mapping[str, Any]) -> tuple[list[float], list[float]]:
-    """``TrainState.mean_std`` of a state or a loaded payload (any mapping: an empty one gives MEAN / STD)."""
-    if isinstance(checkpoint, TrainState):
-        return checkpoint.mean_std()
-    return _mean_std(checkpoint.get("normalization"))
-
-
-def checkpoint_working_size(checkpoint: TrainState | Mapping[str, Any]) -> tuple[int, int] | None:
-    """``TrainState.trained_size`` of a state or a loaded payload (any mapping)."""
-    if isinstance(checkpoint, TrainState):
-        return checkpoint.trained_size()
-    return _trained_size(checkpoint.get("working_size"), checkpoint.get("config"))
-
-
 def _mean_std(normalization: Mapping[str, Any] | None) -> tuple[list[float], list[float]]:
     if not normalization:
         return list(MEAN), list(STD)

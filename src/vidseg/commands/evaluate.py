@@ -304,7 +304,7 @@ def _check_label_set(checkpoint: TrainState, path: Path) -> None:
     name = checkpoint.label_set
     if name is None or checkpoint.label_set_spec is not None:
         # Older checkpoints: resolve_protocol checks the class count alone; a recorded spec is checked when the
-        # dataset is built (checkpoint_label_set).
+        # dataset is built (TrainState.predicted_label_set).
         return
     try:
         label_set = get_label_set(name)

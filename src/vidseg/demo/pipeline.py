@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vidseg.checkpoint import load_checkpoint, model_from_checkpoint
+from vidseg.checkpoint import TrainState
 from vidseg.config import config_from_dict, dump_config
 from vidseg.data import CityscapesSequences
 from vidseg.data.synthcity import generate
 from vidseg.data.transforms import ClipTransform
-from vidseg.demo.evaluation import ModelResults, as_results
+from vidseg.demo.evaluation import ModelResults
 from vidseg.demo.media import render_media
 from vidseg.demo.plan import MODELS, RUN_TITLES, RUNS, DemoPlan
 from vidseg.demo.report import headline_table, write_report
@@ -119,11 +119,10 @@ def train_run(plan: DemoPlan, run: str, log: Log = print) -> Path:
 def evaluate_run(plan: DemoPlan, run: str) -> EvaluationResults:
     """Evaluate a run's final checkpoint on every held-out sequence, all frames labelled; also saved as the run's
     ``evaluation.json``."""
-    checkpoint = load_checkpoint(plan.run_dir(run) / "last.pt")
-    model = model_from_checkpoint(checkpoint)
+    model = TrainState.load(plan.run_dir(run) / "last.pt").build_model()
     val = CityscapesSequences(
         plan.data_root, "val", num_frames=plan.frames, gt_position="last", transform=ClipTransform(size=plan.size)
     )
-    results = as_results(evaluate_model(model, val, tc=True, per_position="labelled", progress=True))
+    results = evaluate_model(model, val, tc=True, per_position="labelled", progress=True)
     atomic_write_text(plan.run_dir(run) / "evaluation.json", json.dumps(results.to_dict(), indent=1))
     return results

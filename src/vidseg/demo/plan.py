@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
 from vidseg.models.inference import cpu_has_fast_bf16
+from vidseg.models.zoo import architecture_options
 
 BASELINE_MODEL = "vanilla-none-small-shallow"
 TEMPORAL_MODEL = "vanilla-crnn-small-shallow"
@@ -95,7 +96,9 @@ class DemoPlan:
             temporal_minutes = self.minutes / 2
             pretrain = max(1, round(temporal_minutes * self.pretrain_share * STEPS_PER_MINUTE[BASELINE_MODEL]))
             finetune = max(1, round(temporal_minutes * (1 - self.pretrain_share) * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
-        ratio = training_flops(TEMPORAL_MODEL, self.size) / training_flops(BASELINE_MODEL, self.size)
+        # The temporal run's own options count: a warped state adds convolutions and sampling to every step.
+        options = architecture_options(self.finetune_options.get("model"))
+        ratio = training_flops(TEMPORAL_MODEL, self.size, **options) / training_flops(BASELINE_MODEL, self.size)
         return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(finetune * ratio)}
 
     def config(self, run: str) -> dict[str, Any]:
@@ -151,9 +154,11 @@ class DemoPlan:
         }
 
 
-def training_flops(model_name: str, size: tuple[int, int]) -> int:
-    """FLOPs of the forward and backward pass of one frame (torch.utils.flop_counter), batch 1, 2 frames / 2."""
-    model = build_model(model_name, num_classes=19)
+def training_flops(model_name: str, size: tuple[int, int], **options) -> int:
+    """FLOPs of the forward and backward pass of one frame (torch.utils.flop_counter), batch 1, 2 frames / 2;
+    ``options`` are ``build_model``'s (``warp_state``, ...). Work outside the model (the optical flow of
+    ``loss.temporal_consistency``, on the CPU) is not counted."""
+    model = build_model(model_name, num_classes=19, **options)
     frames = torch.zeros(1, 2, 3, *size)
     with FlopCounterMode(display=False) as counter:
         logits, _ = model(frames)
