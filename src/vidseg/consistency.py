@@ -19,11 +19,22 @@ import numpy as np
 import torch
 
 from vidseg.data.labels import IGNORE_INDEX
+from vidseg.data.transforms import denormalize
 from vidseg.metrics import all_reduce_sum
 
 # Sundaram et al. (2010): a pixel is occluded when |w + w_back|^2 > ALPHA (|w|^2 + |w_back|^2) + BETA.
 OCCLUSION_ALPHA = 0.01
 OCCLUSION_BETA = 0.5
+
+
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+
+
+def grey_frames(frames: torch.Tensor) -> np.ndarray:
+    """Normalised frames ``[..., 3, H, W]`` -> 8-bit luma ``[..., H, W]``, what the optical flow reads."""
+    rgb = denormalize(frames).float()
+    weights = torch.tensor(GREY_WEIGHTS, dtype=torch.float32, device=rgb.device).view(3, 1, 1)
+    return (rgb * weights).sum(dim=-3).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def make_flow_estimator(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> cv2.DISOpticalFlow:
@@ -54,6 +65,21 @@ def warp_labels(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.nd
     inside = (target_cols >= 0) & (target_cols < width) & (target_rows >= 0) & (target_rows < height)
     warped = labels[target_rows.clip(0, height - 1), target_cols.clip(0, width - 1)]
     return warped, inside
+
+
+def flow_and_valid(
+    estimator: cv2.DISOpticalFlow, source: np.ndarray, destination: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The flow from ``source`` to ``destination`` (8-bit greyscale ``[H, W]``) and the mask of the pixels it
+    relates: their target lies inside the image and the forward-backward check does not mark them occluded."""
+    forward = dis_flow(estimator, source, destination)
+    backward = dis_flow(estimator, destination, source)
+    height, width = source.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    target_cols = np.rint(cols + forward[..., 0])
+    target_rows = np.rint(rows + forward[..., 1])
+    inside = (target_cols >= 0) & (target_cols < width) & (target_rows >= 0) & (target_rows < height)
+    return forward, inside & ~occlusion_mask(forward, backward)
 
 
 def occlusion_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -99,10 +125,8 @@ def pair_consistency(
     Returns:
         mean IoU over the non-occluded pixels (NaN if every pixel is occluded).
     """
-    forward = dis_flow(estimator, gray, next_gray)
-    backward = dis_flow(estimator, next_gray, gray)
-    warped, inside = warp_labels(next_pred, forward)
-    valid = inside & ~occlusion_mask(forward, backward)
+    forward, valid = flow_and_valid(estimator, gray, next_gray)
+    warped, _ = warp_labels(next_pred, forward)
     return label_map_iou(pred[valid], warped[valid], num_classes)
 
 

@@ -48,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vidseg.choices import AMP_MODES
-from vidseg.consistency import TemporalConsistency, VideoConsistency
+from vidseg.consistency import TemporalConsistency, VideoConsistency, grey_frames
 from vidseg.data.corrupt import CORRUPTIONS, CorruptedClips
 from vidseg.data.labels import (
     IGNORE_INDEX,
@@ -58,7 +58,7 @@ from vidseg.data.labels import (
     get_label_set,
     train_id_to_label_id,
 )
-from vidseg.data.transforms import denormalize, normalize, resize_frames, resize_labels
+from vidseg.data.transforms import normalize, resize_frames, resize_labels
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
@@ -75,9 +75,6 @@ PER_POSITION_MODES = ("auto", "context", "labelled", "off")
 VC_RUN_LENGTHS = (8, 16)
 CITYSCAPES_SETS = ("cityscapes", "report")
 # ITU-R BT.601 luma, the weights OpenCV uses for RGB -> grey.
-GREY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
 @dataclass(frozen=True)
 class ScoringProtocol:
     """How dataset labels and model outputs meet: the evaluated classes and the label remapping.
@@ -392,13 +389,6 @@ def _predict_with_context(net, clip: torch.Tensor, gt_index: int) -> torch.Tenso
     return logits.flip(0)
 
 
-def _to_grey_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Normalised frames ``[..., 3, H, W]`` -> 8-bit luma ``[..., H, W]`` for optical flow."""
-    rgb = denormalize(frames).float()
-    weights = torch.tensor(GREY_WEIGHTS, dtype=torch.float32, device=rgb.device).view(3, 1, 1)
-    return (rgb * weights).sum(dim=-3).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
 class _PredictionSaver:
     """Writes ``<name>_pred.png``: Cityscapes labelIds for the Cityscapes label sets, class indices otherwise."""
 
@@ -581,7 +571,7 @@ class _Meters:
             if fully_labelled[clip]:
                 self.vc.update(targets[clip], preds[clip])
         if self.tc is not None:
-            grey = _to_grey_uint8(frames)
+            grey = grey_frames(frames)
             class_maps = working.to(torch.uint8 if self.tc.num_classes <= 256 else torch.int64).cpu().numpy()
             for clip in range(batch_size):
                 self.tc.update(grey[clip], class_maps[clip])
@@ -619,7 +609,7 @@ class _Meters:
         """Flow-based TC of the previous frame of the sequence and this one."""
         if self.tc is None:
             return
-        grey = _to_grey_uint8(frame)
+        grey = grey_frames(frame)
         pred = working.to(torch.uint8 if self.tc.num_classes <= 256 else torch.int64).cpu().numpy()
         if self._previous is not None:
             self.tc.update(np.stack([self._previous[0], grey]), np.stack([self._previous[1], pred]))

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vidseg.config import LossConfig
-from vidseg.consistency import dis_flow, make_flow_estimator, occlusion_mask
+from vidseg.consistency import flow_and_valid, grey_frames, make_flow_estimator
 from vidseg.data.labels import IGNORE_INDEX
-from vidseg.data.transforms import denormalize
 from vidseg.models.temporal import warp
 
 
@@ -87,27 +84,14 @@ class TemporalConsistencyLoss:
     def flow_to_previous(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For each pair (t-1, t) of normalised ``frames [B, T, 3, H, W]``: the flow ``[B*(T-1), 2, H, W]`` from
         frame t to frame t-1 (pixel x of frame t is at x + flow(x) in frame t-1) and the mask of pixels to
-        compare ``[B*(T-1), H, W]`` (flow inside the image, not occluded)."""
-        grey = [
-            [cv2.cvtColor(np.ascontiguousarray(frame.permute(1, 2, 0).numpy()), cv2.COLOR_RGB2GRAY) for frame in clip]
-            for clip in denormalize(frames.cpu())
-        ]
+        compare ``[B*(T-1), H, W]`` (flow inside the image, not occluded), as the TC metric relates pixels."""
         flows, masks = [], []
-        for clip in grey:
+        for clip in grey_frames(frames.cpu()):
             for previous, current in zip(clip[:-1], clip[1:]):
-                backward = dis_flow(self.estimator, current, previous)
-                forward = dis_flow(self.estimator, previous, current)
-                flows.append(torch.from_numpy(backward).permute(2, 0, 1))
-                masks.append(torch.from_numpy(flow_inside(backward) & ~occlusion_mask(backward, forward)))
+                flow, valid = flow_and_valid(self.estimator, current, previous)
+                flows.append(torch.from_numpy(flow).permute(2, 0, 1))
+                masks.append(torch.from_numpy(valid))
         return torch.stack(flows), torch.stack(masks)
-
-
-def flow_inside(flow: np.ndarray) -> np.ndarray:
-    """True where ``flow [H, W, 2]`` points inside the image."""
-    height, width = flow.shape[:2]
-    rows, cols = np.mgrid[0:height, 0:width]
-    target_cols, target_rows = cols + flow[..., 0], rows + flow[..., 1]
-    return (target_cols >= 0) & (target_cols <= width - 1) & (target_rows >= 0) & (target_rows <= height - 1)
 
 
 # -------------------------------------------------------------------------------------- the loss terms
