@@ -491,3 +491,18 @@ def test_warm_started_residual_recipe_with_every_option_trains_and_resumes(tmp_p
     assert model.temporal_residual and model.warp_state and model.state_dropout == 0.0  # dropout: training only
     recipe.train.steps = 3
     assert train(recipe, tmp_path / "run", resume=True, log=quiet).step == 3
+    # Resumed after step 2 = straight through 3 steps, bit for bit: every option's random draws (state dropout
+    # masks, CutMix boxes, strides, the consistency term's inputs) continue where they stopped.
+    recipe.loss.temporal_consistency = 0.5
+    recipe.train.steps = 2
+    train(recipe, tmp_path / "resumed", log=quiet)
+    recipe.train.steps = 3
+    said: list[str] = []
+    train(recipe, tmp_path / "resumed", resume=True, log=said.append)
+    assert any("at step 2" in message for message in said), "the run resumed, it did not start again"
+    train(recipe, tmp_path / "straight", log=quiet)
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    assert resumed.keys() == straight.keys()
+    for name in straight:
+        assert torch.equal(resumed[name], straight[name]), name

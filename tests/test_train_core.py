@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import quiet, tiny_config
 
+import vidseg.train as train_module
 from vidseg.checkpoint import TrainState, load_checkpoint
 from vidseg.config import LossConfig
 from vidseg.data.transforms import normalize
@@ -101,6 +102,25 @@ def test_the_step_report_sums_each_field_by_name():
     summed = report.summed_over_processes(torch.device("cpu"))  # one process: the sum is the value
     assert summed == report
     assert [f.name for f in dataclasses.fields(summed)] == ["loss", "nonfinite", "stop_requested", "out_of_time"]
+
+
+def test_step_report_fields_come_back_by_name_from_the_all_reduce(monkeypatch):
+    # Another process reported other values: each field must come back as the sum of its own values, whatever
+    # order the fields travel in.
+    other = {"loss": 0.25, "nonfinite": 2.0, "stop_requested": 0.0, "out_of_time": 3.0}
+    travelled: list[torch.Tensor] = []
+
+    def sum_with_other_process(values: torch.Tensor) -> torch.Tensor:
+        travelled.append(values.clone())
+        names = [f.name for f in dataclasses.fields(StepReport)]
+        return values + torch.tensor([other[name] for name in names], dtype=values.dtype)
+
+    monkeypatch.setattr(train_module, "all_reduce_sum", sum_with_other_process)
+    summed = StepReport(loss=0.5, nonfinite=0.0, stop_requested=1.0, out_of_time=0.0).summed_over_processes(
+        torch.device("cpu")
+    )
+    assert len(travelled) == 1, "one all-reduce per step"
+    assert summed == StepReport(loss=0.75, nonfinite=2.0, stop_requested=1.0, out_of_time=3.0)
 
 
 # ---------------------------------------------------------------------------------- activation checkpointing
