@@ -138,6 +138,28 @@ class DemoPlan:
                 config.setdefault(section, {}).update(options)
         return config
 
+    def temporal_recipe(self) -> str:
+        """How the temporal run trains, in words, for the report (follows ``finetune_options``)."""
+        model = self.finetune_options.get("model", {})
+        data = self.finetune_options.get("data", {})
+        if model.get("temporal_residual"):
+            parts = [
+                "residual cRNN units (skips pass x + h; each unit's input path starts at zero, so training starts "
+                "from the per-frame model's exact outputs)"
+            ]
+        else:
+            parts = ["cRNN units (identity-initialised, so training starts from the per-frame model's exact outputs)"]
+        mixup = data.get("mixup", {})
+        if mixup.get("kind") == "cutmix":
+            parts.append(f"CutMix on {mixup.get('prob', 0.5):.0%} of the training clips (one box on every frame)")
+        if isinstance(data.get("frame_stride"), list):
+            low, high = data["frame_stride"]
+            parts.append(f"random frame skipping ({low} to {high} frames apart)")
+        for key, value in sorted(model.items()):
+            if key not in ("temporal_residual", "name") and value:
+                parts.append(f"model.{key}={value}")
+        return ", ".join(parts)
+
     def summary(self) -> dict[str, Any]:
         """The plan as ``results.json`` records it."""
         return {

@@ -297,7 +297,7 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
         Heading(2, "Training schedule (equal compute)"),
         BulletList([
             f"temporal model: {steps['pretrain']} steps of per-frame pre-training, then {steps['finetune']} steps "
-            "with cRNN units (identity-initialised, so training starts from the per-frame model's exact outputs);",
+            f"with {plan.temporal_recipe()};",
             f"per-frame baseline: {steps['baseline']} steps, the same training FLOPs as the temporal schedule "
             "(torch.utils.flop_counter, forward + backward).",
             f"Training precision: {precision}.",
