@@ -34,16 +34,22 @@ from vidseg.results import EvaluationResults, read_results
 
 # Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
 VARIANTS = {
-    "fine-tuning rate 1e-3": {"finetune_lr": 1e-3},
-    "fine-tuning rate 3e-3": {"finetune_lr": 3e-3},
-    "pre-training share 0.75": {"pretrain_share": 0.75, "finetune_lr": 1e-3},
-    "pre-training share 0.75 + fine-tuning rate 3e-3": {"pretrain_share": 0.75, "finetune_lr": 3e-3},
+    "fine-tuning rate 1e-3": {"finetune_lr": 1e-3, "finetune_options": {}},
+    "fine-tuning rate 3e-3": {"finetune_lr": 3e-3, "finetune_options": {}},
+    "pre-training share 0.75": {"pretrain_share": 0.75, "finetune_lr": 1e-3, "finetune_options": {}},
+    "pre-training share 0.75 + fine-tuning rate 3e-3": {
+        "pretrain_share": 0.75,
+        "finetune_lr": 3e-3,
+        "finetune_options": {},
+    },
     "pre-training share 0.75 + copied weights at 0.1x rate": {
         "pretrain_share": 0.75,
         "finetune_lr": 1e-3,
         "copied_lr_scale": 0.1,
+        "finetune_options": {},
     },
-    # Issue 15's recipe options, each on the demo's recipe (fine-tuning rate 3e-3, pre-training share 0.5).
+    # Issue 15's recipe options, each on the plain cRNN recipe (fine-tuning rate 3e-3, pre-training share 0.5);
+    # a variant's finetune_options replace the demo's default ones.
     "residual units": {"finetune_lr": 3e-3, "finetune_options": {"model": {"temporal_residual": True}}},
     "state dropout 0.3": {"finetune_lr": 3e-3, "finetune_options": {"model": {"state_dropout": 0.3}}},
     "residual units + state dropout 0.3": {

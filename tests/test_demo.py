@@ -67,7 +67,11 @@ def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_di
     assert finetune.model.name == TEMPORAL_MODEL
     assert finetune.train.init_from.endswith("pretrain/last.pt")
     assert finetune.train.init_temporal == "identity"
-    assert load_config(demo_dir / "configs" / "baseline.yaml").model.name == BASELINE_MODEL
+    # The recipe the issue 15 screen chose: residual units and CutMix, on the temporal run only.
+    assert finetune.model.temporal_residual and finetune.data.mixup.kind == "cutmix"
+    baseline = load_config(demo_dir / "configs" / "baseline.yaml")
+    assert baseline.model.name == BASELINE_MODEL
+    assert not baseline.model.temporal_residual and baseline.data.mixup.kind == "none"
 
 
 def test_finetune_options_reach_the_temporal_run_only_and_give_a_valid_config(tmp_path):
