@@ -297,7 +297,13 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
         Heading(2, "Training schedule (equal compute)"),
         BulletList([
             f"temporal model: {steps['pretrain']} steps of per-frame pre-training, then {steps['finetune']} steps "
-            f"with {plan.temporal_recipe()};",
+            f"with {plan.temporal_recipe()};"
+            + (
+                " what changed: before issue 15 the demo fine-tuned plain identity-initialised cRNN units without "
+                "CutMix (the screen that chose this recipe is in docs/benchmarks.md, section 6);"
+                if plan.finetune_options
+                else ""
+            ),
             f"per-frame baseline: {steps['baseline']} steps, the same training FLOPs as the temporal schedule "
             "(torch.utils.flop_counter, forward + backward).",
             f"Training precision: {precision}.",
