@@ -194,12 +194,34 @@ def test_fused_inference_copy_supports_residual_units(unit):
         assert (got - want).abs().max() < 1e-4
 
 
-def test_int8_refuses_residual_units():
+@pytest.mark.parametrize("unit", ["crnn", "cgru"])
+def test_int8_runs_residual_units(unit):
+    """The int8 copy passes x + h on the skips (and the cRNN's tanh): it follows the residual model, not the
+    same weights read as plain units."""
     from vidseg.models.quantized import QuantizedUNet
 
-    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True).eval()
-    with pytest.raises(ValueError, match="residual temporal units"):
-        QuantizedUNet(model)
+    torch.manual_seed(0)
+    model = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True)
+    model = randomise_units(with_random_batchnorm(model), std=0.2).eval()  # large enough to saturate tanh
+    plain = build_model(f"vanilla-{unit}-small-shallow", num_classes=5).eval()
+    plain.load_state_dict(model.state_dict())
+    frames = torch.randn(4, 1, 3, 40, 56)
+    network = QuantizedUNet(model)
+    state = None
+    for frame in frames:  # calibration
+        _, state = network.step(frame, state)
+    network.freeze()
+    errors, gaps, state, expected_state, plain_state = [], [], None, None, None
+    with torch.no_grad():
+        for frame in frames:
+            got, state = network.step(frame, state)
+            expected, expected_state = model.step(frame, expected_state)
+            other, plain_state = plain.step(frame, plain_state)
+            span = float(expected.max() - expected.min())
+            errors.append(float((got - expected).abs().max()) / span)
+            gaps.append(float((other - expected).abs().max()) / span)
+    assert max(errors) < 0.1, errors
+    assert min(gaps) > 3 * max(errors), (gaps, errors)
 
 
 def test_checkpoint_rebuilds_the_residual_model_from_its_config():

@@ -158,10 +158,11 @@ class QConv(nn.Module):
         self._packed: tuple[float, int, torch.Tensor] | None = None
 
     @classmethod
-    def from_fused(cls, conv: inference.FusedConv, output: Quantize | None = None) -> QConv:
+    def from_fused(cls, conv: inference.FusedConv, output: Quantize | None = None, act: str | None = None) -> QConv:
+        """The int8 version of ``conv``; ``act`` replaces its activation (``"none"`` where the caller applies it)."""
         if conv.reflect:
             raise ValueError("int8 convolutions support zero padding only (reflect padding is in ConvNeXt blocks)")
-        return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.groups, conv.act, output)
+        return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.groups, act or conv.act, output)
 
     def freeze(self, qmax: int) -> None:
         weight = self.weight.detach()
@@ -306,13 +307,17 @@ class QConvGRU(nn.Module):
 
 
 class QConvRNN(nn.Module):
+    """ConvRNN: ``relu(C_x x + C_h h)`` as one int8 convolution with the float32 ``C_h h`` as accumulator; the
+    residual variant's tanh runs on the float32 output (oneDNN fuses only ReLU after a sum)."""
+
     zero_state_bias: torch.Tensor
 
     def __init__(self, unit: inference.FusedConvRNN):
         super().__init__()
         self.hidden = Quantize()
         self.hidden_conv = QConv.from_fused(unit.hidden_conv)
-        self.input_conv = QConv.from_fused(unit.input_conv)
+        self.tanh = unit.input_conv.act == "tanh"
+        self.input_conv = QConv.from_fused(unit.input_conv, act="none" if self.tanh else None)
         self.register_buffer("zero_state_bias", unit.zero_state_bias.detach().clone())
 
     def forward(self, x: Activation, h: torch.Tensor | None) -> torch.Tensor:
@@ -322,7 +327,7 @@ class QConvRNN(nn.Module):
             other = self.hidden_conv(self.hidden(h))
         y = self.input_conv(x, other=other)
         assert isinstance(y, torch.Tensor)
-        return y
+        return torch.tanh_(y) if self.tanh else y
 
 
 def _quantize(module: nn.Module) -> nn.Module:
@@ -355,12 +360,12 @@ class QuantizedUNet(nn.Module):
         super().__init__()
         if any(isinstance(m, blocks.ConvNeXtBlock | blocks.ConvNeXtUp) for m in model.modules()):
             raise ValueError("int8 supports vanilla and resnet blocks, not convnext ones (GELU, reflect padding)")
-        if model.temporal_residual or model.warp_state:
-            raise ValueError("int8 does not support residual temporal units or state warping (model.temporal_residual, "
-                             "model.warp_state)")
+        if model.warp_state:
+            raise ValueError("int8 does not support state warping (model.warp_state)")
         fused = inference.optimize_for_inference(model, torch.float32, channels_last=True)
         self.source = fused.source
         self.is_temporal = model.is_temporal
+        self.temporal_residual = model.temporal_residual
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)
@@ -401,8 +406,11 @@ class QuantizedUNet(nn.Module):
         skips: list[Activation]
         if self.is_temporal:
             hidden = _check_state(state, features)
-            skips = [unit(f, h) for unit, f, h in zip(self.temporal, features, hidden)]
-            new_state: State = tuple(skips)  # type: ignore[arg-type]
+            new_state: State = tuple(unit(f, h) for unit, f, h in zip(self.temporal, features, hidden))
+            if self.temporal_residual:  # skips pass x + h, in float32
+                skips = [_real(f) + h for f, h in zip(features, new_state)]
+            else:
+                skips = list(new_state)
         else:
             skips, new_state = list(features), ()
         y = skips[-1]
@@ -427,6 +435,10 @@ def _check_state(state: State | None, features: list[Activation]) -> tuple[torch
                 f"{tuple(feature.shape)}; frame size or batch size changed mid-sequence: reset the state (state=None)"
             )
     return tuple(state)
+
+
+def _real(x: Activation) -> torch.Tensor:
+    return x.dequantize() if isinstance(x, QTensor) else x
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
