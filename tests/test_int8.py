@@ -250,3 +250,38 @@ def test_int8_onnx_export_keeps_the_interface_and_agrees(trained, synthcity_root
     expected, _ = run_onnx_sequence(fp32_path, clip)
     got, _ = run_onnx_sequence(int8_path, clip)
     assert np.mean(expected.argmax(axis=2) == got.argmax(axis=2)) >= 0.97
+
+
+def test_evaluate_command_with_int8(trained, synthcity_root, tmp_path, capsys, monkeypatch):
+    """`vidseg evaluate --precision int8` scores the int8 streaming copy (not the float model) on the same
+    frames: figures close to fp32's, its own default output name, the precision recorded."""
+    import json
+
+    path, _ = trained
+    args = ["evaluate", "--checkpoint", str(path), "--data", str(synthcity_root), "--no-tc", "--size", "32x64",
+            "--num-frames", "3"]
+    assert main([*args, "--out", str(tmp_path / "fp32.json")]) == 0
+    steps = []
+    original = QuantizedUNet.step
+
+    def counting_step(self, frame, state=None):
+        steps.append(self.frozen)
+        return original(self, frame, state)
+
+    monkeypatch.setattr(QuantizedUNet, "step", counting_step)
+    copy = tmp_path / "tiny.pt"
+    copy.write_bytes(path.read_bytes())
+    assert main(["evaluate", "--checkpoint", str(copy), *args[3:], "--precision", "int8",
+                 "--calibrate", str(synthcity_root)]) == 0
+    out = tmp_path / "tiny-val-standard-int8.json"
+    fp32, int8 = (json.loads(p.read_text()) for p in (tmp_path / "fp32.json", out))
+    assert int8["run"]["precision"] == "int8" and fp32["run"]["precision"] == "fp32"
+    frozen_steps = sum(steps)
+    assert frozen_steps >= int8["frames_scored"] > 0  # every scored frame went through the int8 model
+    assert abs(int8["miou"] - fp32["miou"]) < 0.03, (int8["miou"], fp32["miou"])
+
+    capsys.readouterr()
+    assert main([*args, "--calibrate", str(synthcity_root), "--out", str(tmp_path / "x.json")]) == 2
+    assert "--calibrate is for --precision int8" in capsys.readouterr().err
+    assert main([*args, "--amp", "bf16", "--precision", "int8", "--out", str(tmp_path / "x.json")]) == 2
+    assert "disagree" in capsys.readouterr().err

@@ -15,6 +15,8 @@ AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 """Inference precision of ``Segmenter`` and ``vidseg segment``: the AMP modes, and int8 (CPU; quantised copy)."""
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+PRECISION_OF_AMP: dict[str, str] = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
+"""The precision that each older ``amp`` spelling names."""
 
 MaskFormat = Literal["trainids", "labelids", "color"]
 """Mask PNG content: class indices, official Cityscapes label ids, or palette RGB (``segment.mask_image``)."""

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vidseg import models, viz
 from vidseg.checkpoint import TrainState
-from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISIONS
+from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISION_OF_AMP, PRECISIONS
 from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
 from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
@@ -35,7 +35,6 @@ from vidseg.errors import TerminationRequest, VidsegError
 from vidseg.models import State
 from vidseg.quantize import calibration_clips, quantize_for_streaming
 
-_PRECISION_OF_AMP = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Frame = np.ndarray | torch.Tensor
@@ -83,10 +82,10 @@ class Segmenter:
         if precision is not None:
             if precision not in PRECISIONS:
                 raise VidsegError(f"unknown precision {precision!r}; valid precisions are: {', '.join(PRECISIONS)}")
-            if amp != "off" and _PRECISION_OF_AMP[amp] != precision:
+            if amp != "off" and PRECISION_OF_AMP[amp] != precision:
                 raise VidsegError(f"amp {amp!r} and precision {precision!r} disagree; give precision only")
         else:
-            precision = _PRECISION_OF_AMP[amp]
+            precision = PRECISION_OF_AMP[amp]
         if precision == "fp16" and self.device.type != "cuda":
             raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
         if precision == "int8" and (self.device.type != "cpu" or not optimize):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidseg.choices import AMP_MODES
+from vidseg.choices import AMP_MODES, PRECISION_OF_AMP, PRECISIONS
 from vidseg.config import DataConfig, EvalConfig
 
 if TYPE_CHECKING:
@@ -108,7 +108,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
-        "--amp", choices=AMP_MODES, default="off", help="autocast (fp16: CUDA only)"
+        "--amp", choices=AMP_MODES, default="off",
+        help="autocast (fp16: CUDA only); the older spelling of --precision",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="fp32, bf16 (autocast), fp16 (CUDA) or int8: the int8 streaming copy that `vidseg segment "
+        "--precision int8` runs (CPU), calibrated on --calibrate (default: from --amp)",
+    )
+    parser.add_argument(
+        "--calibrate", metavar="PATH",
+        help="int8 calibration frames: a video, a folder of frames or a dataset root (default: the checkpoint's "
+        "own validation frames, where they exist)",
     )
     parser.add_argument(
         "--no-tc", action="store_true", help="skip flow-based temporal consistency (the slow part)"
@@ -156,13 +167,17 @@ def run(args: argparse.Namespace) -> int:
         check_frame_size(size, "--size" if args.size else f"data.size of checkpoint {checkpoint_path}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
-    suffix = "-C" if corruption is not None else ""
+    precision, amp = _precision(args)
+    suffix = ("-C" if corruption is not None else "") + ("" if precision == "fp32" else f"-{precision}")
     out = (
         Path(args.out)
         if args.out
         else checkpoint_path.with_name(f"{checkpoint_path.stem}-{split}-{args.protocol}{suffix}.json")
     )
-    _check_outputs(out, args, [("--checkpoint", checkpoint_path), ("the dataset root", root)])
+    inputs = [("--checkpoint", checkpoint_path), ("the dataset root", root)]
+    if args.calibrate is not None:
+        inputs.append(("--calibrate", args.calibrate))
+    _check_outputs(out, args, inputs)
     check_writable(out)  # fail now, not after the evaluation
 
     rank, world_size, device = _start_processes(args.device)
@@ -173,12 +188,14 @@ def run(args: argparse.Namespace) -> int:
         from vidseg.data.corrupt import CorruptedClips
 
         evaluated = CorruptedClips(dataset, corruption, deterministic=True)
+    if precision == "int8":
+        model = _int8_model(checkpoint, args.calibrate, size, device)
 
     results = evaluate_model(
         model,
         evaluated,
         device=device,
-        amp=args.amp,
+        amp=amp,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         protocol=args.protocol,
@@ -207,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
         if corruption is None
         else {"rate": corruption.rate, "kinds": list(corruption.kinds), "seed": corruption.seed},
         "device": str(device),
-        "amp": args.amp,
+        "amp": amp,
+        "precision": precision,
         "processes": world_size,
         "seconds": round(time.monotonic() - started, 2),
     }
@@ -254,6 +272,29 @@ def _corruption(args: argparse.Namespace, data_config: dict):
         return Corruption(float(settings.rate), tuple(settings.kinds), int(settings.seed))
     except ValueError as error:
         raise VidsegError(f"--corrupt / --set data.corrupt: {error}") from None
+
+
+def _precision(args: argparse.Namespace) -> tuple[str, str]:
+    """(precision, autocast mode) from --precision and its older spelling --amp."""
+    from vidseg.errors import VidsegError
+
+    amp_precision = PRECISION_OF_AMP[args.amp]
+    precision = args.precision or amp_precision
+    if args.amp != "off" and precision != amp_precision:
+        raise VidsegError(f"--amp {args.amp} and --precision {precision} disagree; give --precision only")
+    if args.calibrate is not None and precision != "int8":
+        raise VidsegError("--calibrate is for --precision int8")
+    return precision, {"fp32": "off", "int8": "off"}.get(precision, precision)
+
+
+def _int8_model(checkpoint: TrainState, calibration: str | None, size: tuple[int, int] | None, device):
+    """The int8 streaming copy that ``vidseg segment --precision int8`` runs, calibrated at the evaluation size."""
+    from vidseg.errors import VidsegError
+    from vidseg.segment import Segmenter
+
+    if device.type != "cpu":
+        raise VidsegError(f"--precision int8 runs the CPU's int8 convolutions; pass --device cpu, not {device}")
+    return Segmenter(checkpoint, precision="int8", calibration=calibration, size=size or "input").network
 
 
 def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:
