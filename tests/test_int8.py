@@ -76,7 +76,9 @@ def test_int8_agrees_with_fp32_on_a_trained_model_and_keeps_a_float32_state(trai
     int8 = Segmenter(path, precision="int8", calibration=synthcity_root)
     assert isinstance(int8.network, QuantizedUNet) and int8.network.frozen
     convs = [m for m in int8.network.modules() if isinstance(m, QConv)]
-    assert convs and all(m.qweight.dtype == torch.int8 for m in convs)
+    # Every convolution but the first (which reads the float32 frame) holds int8 weights only.
+    assert convs[0].float_input and not hasattr(convs[0], "qweight")
+    assert all(m.qweight.dtype == torch.int8 and not hasattr(m, "weight") for m in convs[1:])
     expected, got = stream(fp32, frames), stream(int8, frames)
     agreement = np.mean([np.mean(e[0] == g[0]) for e, g in zip(expected, got)])
     # int8 is another computation (probabilities differ), yet it picks the same class almost everywhere.
@@ -144,7 +146,7 @@ def test_calibration_from_each_kind_of_source(trained, synthcity_root, tmp_path)
     # The calibration data is what sets the grids: black frames give another input grid than real ones.
     real = Segmenter(path, precision="int8", calibration=frames)
     black = Segmenter(path, precision="int8", calibration=[np.zeros_like(frames[0])] * 2)
-    assert real.network.input.scale != black.network.input.scale
+    assert real.network.encoder[0][0].output.scale != black.network.encoder[0][0].output.scale
     Segmenter(path, precision="int8", calibration=video)  # a video path works end to end
     Segmenter(path, precision="int8")  # so do the checkpoint's own validation frames
 

@@ -12,6 +12,9 @@ Post-training static quantization of the fused inference copy (``vidseg.models.i
 - the recurrent state stays float32: it is quantized only where a convolution reads it, never stored rounded,
   so rounding errors do not accumulate from frame to frame over a long video.
 
+The first convolution reads the float32 frame and runs in float32 (its output is quantized): uint8 (or 7-bit) input
+would keep only part of the levels of each 8-bit pixel after normalisation, a loss every later layer inherits.
+
 Transposed 2x2 stride-2 convolutions of the decoder run as a 1x1 int8 convolution followed by a pixel shuffle
 (the same function). Where the CPU lacks VNNI, activations use 7 bits (0..127) so that the AVX2 int8
 multiply-add instruction cannot saturate.
@@ -134,6 +137,7 @@ class QConv(nn.Module):
         stride, padding, groups: of the convolution (zero padding).
         act: "none" or "relu" (fused); other activations are applied by the caller on a float32 output.
         output: the Quantize point whose grid the output is written on, or None for float32 output.
+        float_input: the input stays float32 and the convolution runs in float32 (the model's first one).
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class QConv(nn.Module):
         groups: int = 1,
         act: str = "none",
         output: Quantize | None = None,
+        float_input: bool = False,
     ):
         super().__init__()
         if act not in ("none", "relu"):
@@ -154,6 +159,7 @@ class QConv(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.groups, self.act = list(stride), list(padding), groups, act
         self.output = output
+        self.float_input = float_input
         self.frozen = False
         self._packed: tuple[float, int, torch.Tensor] | None = None
 
@@ -165,12 +171,15 @@ class QConv(nn.Module):
         return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.groups, act or conv.act, output)
 
     def freeze(self, qmax: int) -> None:
+        self.frozen = True
+        if self.float_input:
+            return
         weight = self.weight.detach()
         scales = weight.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127.0
         self.register_buffer("qweight", (weight / scales.view(-1, 1, 1, 1)).round().clamp(-127, 127).to(torch.int8))
         self.register_buffer("weight_scales", scales.double().float())
         self.register_buffer("weight_zero_points", torch.zeros(len(scales), dtype=torch.int32))
-        self.frozen = True
+        del self.weight  # the int8 copy replaces it
 
     def _packed_weight(self, x: QTensor) -> torch.Tensor:
         # oneDNN packs weights for one input grid; every input of a frozen model has a fixed grid.
@@ -183,7 +192,7 @@ class QConv(nn.Module):
         return self._packed[2]
 
     def forward(self, x: Activation, other: Activation | None = None) -> Activation:
-        if not self.frozen:
+        if not self.frozen or self.float_input:
             assert isinstance(x, torch.Tensor)
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, groups=self.groups)
             if other is not None:
@@ -369,8 +378,9 @@ class QuantizedUNet(nn.Module):
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)
-        self.input = Quantize()
         self.encoder = nn.ModuleList(_quantize(stage) for stage in fused.encoder)
+        first = next(module for module in self.encoder.modules() if isinstance(module, QConv))
+        first.float_input = True
         self.temporal = nn.ModuleList(_quantize(unit) for unit in fused.temporal)
         self.decoder = nn.ModuleList(_quantize(stage) for stage in fused.decoder)
         self.head = QConv.from_fused(fused.head)  # float32 logits
@@ -385,9 +395,6 @@ class QuantizedUNet(nn.Module):
         for module in self.modules():
             if isinstance(module, Quantize | QConv):
                 module.freeze(qmax)
-        for module in self.modules():
-            if isinstance(module, QConv):
-                del module.weight  # the int8 copy replaces it
         self.frozen = True
         return self
 
@@ -398,7 +405,7 @@ class QuantizedUNet(nn.Module):
         height, width = frame.shape[-2:]
         padded_h, padded_w = self.source.padded_size(height, width)
         padded = F.pad(frame.float(), (0, padded_w - width, 0, padded_h - height))
-        x = self.input(padded.contiguous(memory_format=torch.channels_last))
+        x: Activation = padded.contiguous(memory_format=torch.channels_last)
         features = []
         for stage in self.encoder:
             x = stage(x)
