@@ -188,6 +188,33 @@ def test_copied_weights_train_at_the_scaled_rate(tmp_path, dense_tree):
     assert len(payload["copied_parameters"]) == len(list(per_frame.parameters()))
 
 
+def test_frozen_parameters_keep_their_warm_started_values(tmp_path, dense_tree):
+    """optim.freeze: residual units frozen at their zero start stay zero (that level passes the per-frame
+    feature); the rest trains. A prefix that names nothing is an error, not a silent no-op."""
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=19)
+    path = tmp_path / "per_frame.pt"
+    save_checkpoint(
+        path, {"model_name": "vanilla-none-small-shallow", "num_classes": 19, "model": per_frame.state_dict()}
+    )
+    frozen = ["temporal.0.", "temporal.1."]
+    config = tiny_config(
+        dense_tree.root,
+        model={"temporal_residual": True},
+        train={"steps": 3, "init_from": str(path), "init_temporal": "identity"},
+        optim={"freeze": frozen, "lr": 0.01},
+    )
+    train(config, tmp_path / "run", log=quiet)
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    for name in ("temporal.0.input_conv.weight", "temporal.0.input_conv.bias", "temporal.1.hidden_conv.bias"):
+        assert not weights[name].any(), name  # still the zero input path
+    assert weights["temporal.2.input_conv.weight"].any()  # the unfrozen level learned
+    assert not torch.equal(weights["encoder.0.0.0.weight"], per_frame.state_dict()["encoder.0.0.0.weight"])
+
+    typo = tiny_config(dense_tree.root, optim={"freeze": ["temporal.9."]})
+    with pytest.raises(VidsegError, match="optim.freeze: 'temporal.9.' names no parameter"):
+        train(typo, tmp_path / "typo", log=quiet)
+
+
 # -------------------------------------------------------------------------------- activation checkpointing
 
 

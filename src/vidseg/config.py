@@ -124,6 +124,10 @@ class OptimConfig:
     """Maximum global gradient norm; None = no clipping."""
     copied_lr_scale: float = 1.0
     """Learning-rate factor for weights copied by ``train.init_from``."""
+    freeze: list[str] = field(default_factory=list)
+    """Parameter name prefixes (e.g. ``encoder.``, ``temporal.0.``) kept at their initial or warm-started values:
+    left out of the optimizer (BatchNorm statistics still update). A residual unit frozen at its zero start is no
+    unit: its level's skip passes the per-frame feature."""
 
 
 @dataclass

@@ -71,10 +71,11 @@ def identity_init_temporal(model: RecurrentUNet) -> None:
 
 
 def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torch.optim.Optimizer:
-    """Adam or AdamW; weights copied by a warm start get ``optim.copied_lr_scale`` x the learning rate."""
+    """Adam or AdamW; weights copied by a warm start get ``optim.copied_lr_scale`` x the learning rate; those
+    under an ``optim.freeze`` prefix are left out (and stop requiring gradients)."""
     optim = config.optim
     copied_set = set(copied)
-    named = list(model.named_parameters())
+    named = freeze_parameters(model, optim.freeze)
     groups = [{"params": [p for n, p in named if n not in copied_set], "lr": optim.lr}]
     if copied_set:
         groups.append({"params": [p for n, p in named if n in copied_set], "lr": optim.lr * optim.copied_lr_scale})
@@ -85,6 +86,26 @@ def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torc
     )
 
 
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> list[tuple[str, nn.Parameter]]:
+    """Stop the parameters under ``prefixes`` from requiring gradients; return the other (trainable) ones.
+
+    Raises:
+        VidsegError: a prefix that names no parameter of the model (a typo would otherwise train everything).
+    """
+    named = list(model.named_parameters())
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name, _ in named):
+            examples = ", ".join(sorted({name.rsplit(".", 2)[0] + "." for name, _ in named})[:6])
+            raise VidsegError(
+                f"optim.freeze: {prefix!r} names no parameter of the model; prefixes look like {examples}"
+            )
+    frozen = tuple(prefixes)
+    for name, parameter in named:
+        if frozen and name.startswith(frozen):
+            parameter.requires_grad_(False)
+    return [(name, parameter) for name, parameter in named if parameter.requires_grad]
+
+
 # What a resumed run takes from its (possibly changed) config: the optimizer's hyperparameters, the schedule
 # (optim.schedule, warmup_fraction, final_lr_scale: LRSchedule is built from the config and only its progress is
 # restored), optim.grad_clip, the budget, logging, checkpointing, evaluation and the device. Settings that
@@ -92,8 +113,8 @@ def build_optimizer(model: nn.Module, config: Config, copied: list[str]) -> torc
 # is refused (keys, or whole sections ending in ".").
 OPTIMIZER_SETTINGS = ("lr", "betas", "eps", "weight_decay")
 RESUME_FIXED = (
-    "model.", "data.", "loss.", "optim.name", "optim.accumulate", "train.seed", "train.amp", "train.init_from",
-    "train.init_temporal",
+    "model.", "data.", "loss.", "optim.name", "optim.accumulate", "optim.freeze", "train.seed", "train.amp",
+    "train.init_from", "train.init_temporal",
 )
 RESUME_FREE = ("data.root", "data.cache", "data.num_workers")
 """Exceptions to RESUME_FIXED: where the same data is read from, and how fast."""
