@@ -82,6 +82,24 @@ VARIANTS = {
         "finetune_lr": 3e-3,
         "finetune_options": {"model": {"temporal_residual": True}, "data": {"mixup": {"kind": "cutmix", "prob": 0.5}}},
     },
+    # Units at the deeper levels only: residual units frozen at their zero start pass the per-frame feature (the
+    # frozen units still run, so the temporal run saves no FLOPs and gets no extra steps).
+    "residual units + CutMix 0.5, no unit at level 0": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "optim": {"freeze": ["temporal.0."]},
+        },
+    },
+    "residual units + CutMix 0.5, a unit at the deepest level only": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "optim": {"freeze": ["temporal.0.", "temporal.1."]},
+        },
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 
