@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 15 on CamVid: a temporal recipe against its per-frame twin at equal training FLOPs, on clean and
+# corrupted val (docs/benchmarks.md, "Issue 15 on CamVid"). Both start from the same per-frame checkpoint (B1 of
+# benchmarks/camvid_twins.sh: vanilla-none-small-deep after 40 minutes) and see the same data options:
+#   per-frame: 526 more steps of vanilla-none-small-deep;
+#   temporal:  366 steps of residual vanilla-crnn-small-deep, units starting at zero (the per-frame model exactly);
+# 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
+# Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...]   (options for both runs)
+#   e.g. benchmarks/camvid_recipes.sh ../shared/camvid runs/camvid-twins/B1-none-40/last.pt runs/c03 \
+#        --set data.corrupt.rate=0.3
+set -euo pipefail
+root=${1:?usage: $0 CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...]}
+pretrained=${2:?missing PRETRAINED_PT}
+out=${3:?missing OUT}
+shift 3
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+common=(--set "data.root=$root" --set eval.every_epochs=0 --set train.tensorboard=false --set train.minutes=600
+  --set "train.init_from=$pretrained" "$@")
+
+vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
+  --set model.name=vanilla-none-small-deep --set train.steps=526 --out "$out/per-frame" &
+vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
+  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 \
+  --out "$out/temporal" &
+wait
+
+for run in per-frame temporal; do
+  vidseg evaluate --checkpoint "$out/$run/last.pt" --data "$root" --split val --out "$out/$run-clean.json"
+  vidseg evaluate --checkpoint "$out/$run/last.pt" --data "$root" --split val --corrupt 0.3 --per-position off \
+    --out "$out/$run-C.json"
+done
