@@ -11,9 +11,9 @@ cut in the motion) until the stream is ``--frames`` long; the table says so. E.g
 
 Calibration: ``--calibrate`` (a dataset root, video or folder), else the checkpoint's own validation frames.
 Frames are fitted into the checkpoint's working size, as ``vidseg segment`` does, and predictions mapped back to
-the labels' size. mIoU here is over every labelled frame of the stream (a frame visited twice counts twice), with
-the checkpoint's label set: a drift check, not the benchmark's protocol (``vidseg evaluate --precision int8``
-gives that).
+the image's size (labels must have it). mIoU here is over every labelled frame of the stream (a frame visited
+twice counts twice), with the checkpoint's label set: a drift check, not the benchmark's protocol (``vidseg
+evaluate --precision int8`` gives that).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def main() -> None:
     checkpoint = TrainState.load(args.checkpoint)
     label_set = checkpoint.predicted_label_set()
     index = build_index(args.data, args.split, args.layout, label_set=label_set)
+    if not any(s.frames for s in index.sequences):
+        raise SystemExit(f"{args.data} has no frames in split {args.split!r}")
     sequence = max(index.sequences, key=lambda s: len(s.frames))
     stream = ping_pong(list(sequence.frames), args.frames)
     fp32 = Segmenter(checkpoint)
@@ -66,6 +68,8 @@ def main() -> None:
         agreement.append(float(np.mean(a == b)))
         if frame.label is not None:
             target = torch.from_numpy(index.read_label(frame).astype(np.int64))
+            if tuple(target.shape) != a.shape:  # predictions come back at the image's size
+                raise SystemExit(f"label {frame.label} is {tuple(target.shape)}, its image {a.shape}: not scored here")
             matrices["fp32"].update(torch.from_numpy(a.astype(np.int64)), target)
             matrices["int8"].update(torch.from_numpy(b.astype(np.int64)), target)
     n, w = len(agreement), args.window

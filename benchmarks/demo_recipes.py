@@ -105,7 +105,7 @@ VARIANTS = {
     # a per-frame step instead of 1.459x, and 240 x 1.459 / 1.153 = 304 steps (`--minutes 4` only).
     "residual units + CutMix 0.5, a unit at the deepest level only, 304 steps": {
         "finetune_lr": 3e-3,
-        "finetune_steps": 304,
+        "finetune_steps": {4.0: 304},
         "finetune_options": {
             "model": {"temporal_residual": True},
             "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
@@ -185,12 +185,15 @@ def main() -> None:
     for name in args.variants:
         plan = DemoPlan.create(work / name.replace(" ", "_"), seed=demo.seed, minutes=demo.minutes)
         variant = dict(VARIANTS[name])
-        finetune_steps = variant.pop("finetune_steps", None)  # replaces the equal-FLOPs schedule's count
+        # Fine-tuning steps worked out for one demo budget (--minutes), replacing the equal-FLOPs schedule's count.
+        finetune_steps = variant.pop("finetune_steps", None)
+        if finetune_steps is not None and demo.minutes not in finetune_steps:
+            raise SystemExit(f"variant {name!r} has step counts for --minutes {list(finetune_steps)} only")
         for key, value in variant.items():
             setattr(plan, key, value)
         plan.steps = plan.schedule()
         if finetune_steps is not None:
-            plan.steps["finetune"] = finetune_steps
+            plan.steps["finetune"] = finetune_steps[demo.minutes]
         pretrained = pretrain_run(demo, plan, work)
         if not (pretrained / "evaluation.json").is_file():
             evaluate_run(demo, "pretrain")

@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for run in baseline finetune; do
   for precision in fp32 int8; do
     vidseg evaluate --checkpoint "$demo/runs/$run/last.pt" --data "$demo/synthcity" --mode windows \
-      --per-position labelled --num-frames 24 --gt-position last --size 64x128 --precision $precision \
+      --per-position labelled --num-frames 24 --gt-position last --size 64x128 --precision $precision --device cpu \
       --overwrite --out "$out/demo-$run-$precision.json" > /dev/null
   done
   python benchmarks/compare_evaluations.py "$out/demo-$run-fp32.json" "$out/demo-$run-int8.json" --tag "int8-demo-$run"
@@ -33,7 +33,7 @@ if [ $# -gt 0 ]; then
   for checkpoint in "$@"; do
     name=$(basename "$(dirname "$checkpoint")")
     for precision in fp32 int8; do
-      vidseg evaluate --checkpoint "$checkpoint" --data "$root" --split val --precision $precision --overwrite \
+      vidseg evaluate --checkpoint "$checkpoint" --data "$root" --split val --precision $precision --device cpu --overwrite \
         --out "$out/camvid-$name-$precision.json" > /dev/null
     done
     python benchmarks/compare_evaluations.py "$out/camvid-$name-fp32.json" "$out/camvid-$name-int8.json" \

@@ -287,3 +287,5 @@ def test_evaluate_command_with_int8(trained, synthcity_root, tmp_path, capsys, m
     assert "--calibrate is for --precision int8" in capsys.readouterr().err
     assert main([*args, "--amp", "bf16", "--precision", "int8", "--out", str(tmp_path / "x.json")]) == 2
     assert "disagree" in capsys.readouterr().err
+    assert main([*args, "--precision", "int8", "--device", "cuda", "--out", str(tmp_path / "x.json")]) == 2
+    assert "pass --device cpu" in capsys.readouterr().err

@@ -18,6 +18,20 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 PRECISION_OF_AMP: dict[str, str] = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}
 """The precision that each older ``amp`` spelling names."""
 
+
+def resolve_precision(amp: str, precision: str | None, amp_name: str = "amp", name: str = "precision") -> str:
+    """The precision that ``precision`` and its older spelling ``amp`` ask for together (``precision`` wins
+    when ``amp`` is off); ValueError, naming both options, when they disagree or a value is unknown."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown {amp_name} mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
+    if precision is None:
+        return PRECISION_OF_AMP[amp]
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown {name} {precision!r}; valid precisions are: {', '.join(PRECISIONS)}")
+    if amp != "off" and PRECISION_OF_AMP[amp] != precision:
+        raise ValueError(f"{amp_name} {amp!r} and {name} {precision!r} disagree; give {name} only")
+    return precision
+
 MaskFormat = Literal["trainids", "labelids", "color"]
 """Mask PNG content: class indices, official Cityscapes label ids, or palette RGB (``segment.mask_image``)."""
 MASK_FORMATS: tuple[str, ...] = get_args(MaskFormat)

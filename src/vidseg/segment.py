@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vidseg import models, viz
 from vidseg.checkpoint import TrainState
-from vidseg.choices import AMP_MODES, MASK_FORMATS, PRECISION_OF_AMP, PRECISIONS
+from vidseg.choices import MASK_FORMATS, resolve_precision
 from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
 from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
@@ -77,15 +77,10 @@ class Segmenter:
         calibration: Any = None,
     ):
         self.device = resolve_device(device)
-        if amp not in AMP_MODES:
-            raise VidsegError(f"unknown amp mode {amp!r}; valid modes are: {', '.join(AMP_MODES)}")
-        if precision is not None:
-            if precision not in PRECISIONS:
-                raise VidsegError(f"unknown precision {precision!r}; valid precisions are: {', '.join(PRECISIONS)}")
-            if amp != "off" and PRECISION_OF_AMP[amp] != precision:
-                raise VidsegError(f"amp {amp!r} and precision {precision!r} disagree; give precision only")
-        else:
-            precision = PRECISION_OF_AMP[amp]
+        try:
+            precision = resolve_precision(amp, precision)
+        except ValueError as error:
+            raise VidsegError(str(error)) from None
         if precision == "fp16" and self.device.type != "cuda":
             raise VidsegError("amp 'fp16' needs a CUDA device (float16 convolutions are very slow on CPU); use bf16")
         if precision == "int8" and (self.device.type != "cpu" or not optimize):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidseg.choices import AMP_MODES, PRECISION_OF_AMP, PRECISIONS
+from vidseg.choices import AMP_MODES, PRECISIONS
 from vidseg.config import DataConfig, EvalConfig
 
 if TYPE_CHECKING:
@@ -106,7 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace an existing --out JSON or its .md sibling that `vidseg evaluate` did not write "
         "(its own results are always replaced)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto; cpu for --precision int8)"
+    )
     parser.add_argument(
         "--amp", choices=AMP_MODES, default="off",
         help="autocast (fp16: CUDA only); the older spelling of --precision",
@@ -118,8 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calibrate", metavar="PATH",
-        help="int8 calibration frames: a video, a folder of frames or a dataset root (default: the checkpoint's "
-        "own validation frames, where they exist)",
+        help="int8 calibration frames: a video, a folder of frames or a dataset root (default: the dataset "
+        "evaluated, its val split first)",
     )
     parser.add_argument(
         "--no-tc", action="store_true", help="skip flow-based temporal consistency (the slow part)"
@@ -168,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     precision, amp = _precision(args)
+    if precision == "int8":
+        if args.device not in ("auto", "cpu"):
+            raise VidsegError(
+                f"--precision int8 runs the CPU's int8 convolutions; pass --device cpu, not {args.device}"
+            )
+        args.device = "cpu"
     suffix = ("-C" if corruption is not None else "") + ("" if precision == "fp32" else f"-{precision}")
     out = (
         Path(args.out)
@@ -189,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
         evaluated = CorruptedClips(dataset, corruption, deterministic=True)
     if precision == "int8":
-        model = _int8_model(checkpoint, args.calibrate, size, device)
+        model = _int8_model(checkpoint, args.calibrate or root, size)
 
     results = evaluate_model(
         model,
@@ -276,24 +284,22 @@ def _corruption(args: argparse.Namespace, data_config: dict):
 
 def _precision(args: argparse.Namespace) -> tuple[str, str]:
     """(precision, autocast mode) from --precision and its older spelling --amp."""
+    from vidseg.choices import resolve_precision
     from vidseg.errors import VidsegError
 
-    amp_precision = PRECISION_OF_AMP[args.amp]
-    precision = args.precision or amp_precision
-    if args.amp != "off" and precision != amp_precision:
-        raise VidsegError(f"--amp {args.amp} and --precision {precision} disagree; give --precision only")
+    try:
+        precision = resolve_precision(args.amp, args.precision, "--amp", "--precision")
+    except ValueError as error:
+        raise VidsegError(str(error)) from None
     if args.calibrate is not None and precision != "int8":
         raise VidsegError("--calibrate is for --precision int8")
     return precision, {"fp32": "off", "int8": "off"}.get(precision, precision)
 
 
-def _int8_model(checkpoint: TrainState, calibration: str | None, size: tuple[int, int] | None, device):
+def _int8_model(checkpoint: TrainState, calibration: str | os.PathLike, size: tuple[int, int] | None):
     """The int8 streaming copy that ``vidseg segment --precision int8`` runs, calibrated at the evaluation size."""
-    from vidseg.errors import VidsegError
     from vidseg.segment import Segmenter
 
-    if device.type != "cpu":
-        raise VidsegError(f"--precision int8 runs the CPU's int8 convolutions; pass --device cpu, not {device}")
     return Segmenter(checkpoint, precision="int8", calibration=calibration, size=size or "input").network
 
 

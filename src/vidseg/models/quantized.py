@@ -137,7 +137,9 @@ class QConv(nn.Module):
         stride, padding, groups: of the convolution (zero padding).
         act: "none" or "relu" (fused); other activations are applied by the caller on a float32 output.
         output: the Quantize point whose grid the output is written on, or None for float32 output.
-        float_input: the input stays float32 and the convolution runs in float32 (the model's first one).
+
+    ``float_input`` (set by ``QuantizedUNet`` on its first convolution): the input stays float32 and the
+    convolution runs in float32 with its float32 weights, writing ``output``'s grid.
     """
 
     def __init__(
@@ -149,7 +151,6 @@ class QConv(nn.Module):
         groups: int = 1,
         act: str = "none",
         output: Quantize | None = None,
-        float_input: bool = False,
     ):
         super().__init__()
         if act not in ("none", "relu"):
@@ -159,7 +160,7 @@ class QConv(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.groups, self.act = list(stride), list(padding), groups, act
         self.output = output
-        self.float_input = float_input
+        self.float_input = False
         self.frozen = False
         self._packed: tuple[float, int, torch.Tensor] | None = None
 
@@ -379,8 +380,10 @@ class QuantizedUNet(nn.Module):
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)
         self.encoder = nn.ModuleList(_quantize(stage) for stage in fused.encoder)
-        first = next(module for module in self.encoder.modules() if isinstance(module, QConv))
-        first.float_input = True
+        stem = self.encoder[0]
+        if not (isinstance(stem, QSequential) and isinstance(stem[0], QConv)):
+            raise ValueError(f"int8 expects a stem that starts with a plain convolution, found {stem}")
+        stem[0].float_input = True  # reads the float32 frame (see the module docstring)
         self.temporal = nn.ModuleList(_quantize(unit) for unit in fused.temporal)
         self.decoder = nn.ModuleList(_quantize(stage) for stage in fused.decoder)
         self.head = QConv.from_fused(fused.head)  # float32 logits
@@ -388,7 +391,8 @@ class QuantizedUNet(nn.Module):
         self.calibration_frames = 0
 
     def freeze(self) -> QuantizedUNet:
-        """Turn the recorded ranges into uint8 grids and the weights into int8; the model then runs in int8."""
+        """Turn the recorded ranges into uint8 grids and the weights into int8 (all but the first convolution's,
+        which stays float32); the model then runs in int8."""
         if self.calibration_frames == 0:
             raise RuntimeError("calibrate the model (run step on some frames) before freeze()")
         qmax = 2**self.activation_bits - 1

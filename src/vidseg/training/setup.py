@@ -93,17 +93,22 @@ def freeze_parameters(model: nn.Module, prefixes: list[str]) -> list[tuple[str, 
         VidsegError: a prefix that names no parameter of the model (a typo would otherwise train everything).
     """
     named = list(model.named_parameters())
+    modules = sorted({".".join(name.split(".")[:2]) + "." for name, _ in named})
     for prefix in prefixes:
-        if not any(name.startswith(prefix) for name, _ in named):
-            examples = ", ".join(sorted({name.rsplit(".", 2)[0] + "." for name, _ in named})[:6])
+        if not prefix or not any(name.startswith(prefix) for name, _ in named):
             raise VidsegError(
-                f"optim.freeze: {prefix!r} names no parameter of the model; prefixes look like {examples}"
+                f"optim.freeze: {prefix!r} names no parameter of the model; prefixes look like {', '.join(modules)}"
             )
     frozen = tuple(prefixes)
     for name, parameter in named:
         if frozen and name.startswith(frozen):
             parameter.requires_grad_(False)
-    return [(name, parameter) for name, parameter in named if parameter.requires_grad]
+    trainable = [(name, parameter) for name, parameter in named if parameter.requires_grad]
+    if not trainable:
+        raise VidsegError(
+            f"optim.freeze: {', '.join(prefixes)} freeze every parameter of the model; nothing would train"
+        )
+    return trainable
 
 
 # What a resumed run takes from its (possibly changed) config: the optimizer's hyperparameters, the schedule
