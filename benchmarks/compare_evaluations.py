@@ -16,11 +16,10 @@ from pathlib import Path
 
 from common import write_result
 
-from vidseg.results import read_results
+from vidseg.results import EvaluationResults, read_results
 
 
-def figures(path: Path) -> dict[str, float | None]:
-    results = read_results(path)
+def figures(results: EvaluationResults) -> dict[str, float | None]:
     rows: dict[str, float | None] = {"mIoU (scored frames)": results.miou}
     if results.all_frames is not None:
         rows["mIoU, all labelled frames"] = results.all_frames.miou
@@ -39,12 +38,13 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.results) < 2:
         parser.error("give at least two results files")
-    runs = [read_results(path).run or {} for path in args.results]
+    evaluations = [read_results(path) for path in args.results]
+    runs = [evaluation.run or {} for evaluation in evaluations]
     names = args.names or [str(run.get("precision") or run.get("amp") or path.stem)
                            for run, path in zip(runs, args.results)]
     if len(names) != len(args.results):
         parser.error("--names needs one name per results file")
-    table = [figures(path) for path in args.results]
+    table = [figures(evaluation) for evaluation in evaluations]
 
     def cell(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.2f}"

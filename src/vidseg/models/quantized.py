@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models import blocks, inference
-from vidseg.models.unet import RecurrentUNet, State
+from vidseg.models.unet import RecurrentUNet, State, check_state
 
 
 class QTensor(NamedTuple):
@@ -416,7 +416,7 @@ class QuantizedUNet(nn.Module):
             features.append(x)
         skips: list[Activation]
         if self.is_temporal:
-            hidden = _check_state(state, features)
+            hidden = check_state(state, features)
             new_state: State = tuple(unit(f, h) for unit, f, h in zip(self.temporal, features, hidden))
             if self.temporal_residual:  # skips pass x + h, in float32
                 skips = [_real(f) + h for f, h in zip(features, new_state)]
@@ -432,20 +432,6 @@ class QuantizedUNet(nn.Module):
         if not self.frozen:
             self.calibration_frames += frame.shape[0]
         return logits[..., :height, :width], new_state
-
-
-def _check_state(state: State | None, features: list[Activation]) -> tuple[torch.Tensor | None, ...]:
-    if state is None or len(state) == 0:
-        return (None,) * len(features)
-    if len(state) != len(features):
-        raise ValueError(f"state has {len(state)} tensors, the model has {len(features)} temporal units")
-    for level, (feature, hidden) in enumerate(zip(features, state)):
-        if tuple(hidden.shape) != tuple(feature.shape):
-            raise ValueError(
-                f"state at level {level} has shape {tuple(hidden.shape)} but this frame needs "
-                f"{tuple(feature.shape)}; frame size or batch size changed mid-sequence: reset the state (state=None)"
-            )
-    return tuple(state)
 
 
 def _real(x: Activation) -> torch.Tensor:

@@ -17,7 +17,7 @@ is plain data, so ``copy.deepcopy(model)`` (an EMA copy) runs its own stages.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -42,8 +42,9 @@ stage within the recomputed step."""
 MIN_BOTTOM_SIZE = 4
 
 
-def check_state(state: State | None, features: list[torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
-    """The state to use with this frame's encoder ``features``: one entry per level (None = zeros).
+def check_state(state: State | None, features: Sequence[Any]) -> tuple[torch.Tensor | None, ...]:
+    """The state to use with this frame's encoder ``features`` (anything with a ``shape``: tensors, or the int8
+    copy's quantized activations): one entry per level (None = zeros).
 
     Raises ValueError when the state does not fit the frame (its size or batch changed mid-sequence).
     """
