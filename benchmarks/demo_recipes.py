@@ -112,6 +112,16 @@ VARIANTS = {
             "optim": {"freeze": ["temporal.0.", "temporal.1."]},
         },
     },
+    # The real option: one unit, on level 2 (model.temporal_levels); the same step count as the row above, which is
+    # now equal FLOPs without emulation.
+    "residual units + CutMix 0.5, temporal_levels [2], 304 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 304},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_levels": [2]},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 

@@ -440,6 +440,100 @@ def test_onnx_export_streams_residual_units_and_state_warping_like_pytorch(tmp_p
         assert np.abs(got - want.numpy()).max() < 1e-4
 
 
+# ------------------------------------------------------------------------------- units on chosen levels
+
+
+def deep_only_and_its_full_twin(unit: str) -> tuple[nn.Module, nn.Module]:
+    """A residual model with a unit on level 2 only, and the all-level model with the same weights whose units on
+    levels 0 and 1 are at their zero start (no effect): the two must compute the same."""
+    torch.manual_seed(0)
+    deep = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True, temporal_levels=[2])
+    deep = randomise_units(with_random_batchnorm(deep), std=0.1).eval()
+    full = build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_residual=True).eval()
+    for cell in full.temporal:
+        zero_input_path(cell)
+    weights = {name.replace("temporal.0.", "temporal.2."): value for name, value in deep.state_dict().items()}
+    missing, unexpected = full.load_state_dict(weights, strict=False)
+    assert not unexpected and all(name.startswith(("temporal.0.", "temporal.1.")) for name in missing)
+    return deep, full
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_on_chosen_levels_compute_what_zero_units_elsewhere_would(unit):
+    deep, full = deep_only_and_its_full_twin(unit)
+    assert deep.temporal_levels == (2,) and len(deep.temporal) == 1
+    frames = torch.randn(1, 4, 3, 24, 40)
+    with torch.no_grad():
+        logits, state = deep(frames)
+        expected, full_state = full(frames)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert len(state) == 1 and not full_state[0].any() and not full_state[1].any()
+    torch.testing.assert_close(state[0], full_state[2])
+    assert count_parameters(deep) < count_parameters(full)
+    # The state is one tensor per unit: a full model's state does not fit.
+    with pytest.raises(ValueError, match="state has 3 tensors, the model has 1"):
+        deep.step(frames[:, 0], full_state)
+
+
+def test_fused_and_int8_copies_and_checkpoints_keep_the_unit_levels():
+    from vidseg.models.quantized import QuantizedUNet, int8_available
+
+    deep, _ = deep_only_and_its_full_twin("crnn")
+    frames = torch.randn(1, 3, 3, 37, 45)
+    with torch.no_grad():
+        expected, expected_state = deep(frames)
+        logits, state = optimize_for_inference(deep, dtype=torch.float32)(frames)
+    assert (logits - expected).abs().max() < 1e-4 and len(state) == 1
+    checkpoint = {
+        "model_name": "vanilla-crnn-small-shallow",
+        "num_classes": 5,
+        "model": deep.state_dict(),
+        "config": {"model": {"temporal_residual": True, "temporal_levels": [2]}},
+    }
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(frames)[0], expected)
+    if not int8_available():
+        return
+    network = QuantizedUNet(deep)
+    state = None
+    for t in range(3):
+        _, state = network.step(frames[:, t], state)
+    network.freeze()
+    state = None
+    for t in range(3):
+        got, state = network.step(frames[:, t], state)
+    assert len(state) == 1 and state[0].shape == expected_state[0].shape
+    assert float((got - expected[:, -1]).abs().max()) < 0.1 * float(expected.max() - expected.min())
+
+
+@pytest.mark.slow
+def test_onnx_export_of_units_on_chosen_levels_streams_like_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from vidseg.export import export_onnx, run_onnx_sequence, state_shapes
+
+    deep, _ = deep_only_and_its_full_twin("cgru")
+    path = export_onnx(deep, tmp_path / "deep.onnx")
+    frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, expected_states = deep(frames)
+    assert state_shapes(path, 13, 22) == [tuple(s.shape) for s in expected_states]  # the level-2 size
+    logits, states = run_onnx_sequence(path, frames.numpy())
+    assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
+    assert np.abs(states[0] - expected_states[0].numpy()).max() < 1e-4
+
+
+def test_units_on_fewer_levels_cost_fewer_training_flops():
+    from vidseg.demo.plan import training_flops
+
+    none = training_flops("vanilla-none-small-shallow", (32, 64))
+    full = training_flops("vanilla-crnn-small-shallow", (32, 64), temporal_residual=True)
+    deep = training_flops("vanilla-crnn-small-shallow", (32, 64), temporal_residual=True, temporal_levels=[2])
+    assert none < deep < full
+    # Each level's unit costs about the same here (channels^2 x pixels is constant), so one unit is a third.
+    assert deep - none == pytest.approx((full - none) / 3, rel=0.05)
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -464,6 +558,10 @@ def test_options_are_off_by_default_and_parse():
         ({"name": "vanilla-none-small-shallow", "warp_state": True}, {}, "model.warp_state: needs"),
         ({"state_dropout": 1.0}, {}, r"probability in \[0, 1\)"),
         ({"name": "vanilla-cgru-small-shallow"}, {"init_temporal": "identity"}, "cRNN units and residual units"),
+        ({"name": "vanilla-none-small-shallow", "temporal_levels": [1]}, {}, "model.temporal_levels: needs"),
+        ({"temporal_levels": [3]}, {}, r"model.temporal_levels: expected distinct levels from 0 .* to 2 .*\[3\]"),
+        ({"temporal_levels": [1, 1]}, {}, "model.temporal_levels: expected distinct"),
+        ({"temporal_levels": []}, {}, "model.temporal_levels: expected distinct"),
     ],
 )
 def test_bad_option_combinations_are_errors(model, train, message):
@@ -475,6 +573,8 @@ def test_bad_option_combinations_are_errors(model, train, message):
 def test_the_model_refuses_options_it_cannot_honour():
     with pytest.raises(ValueError, match="need temporal units"):
         build_model("vanilla-none-small-shallow", temporal_residual=True)
+    with pytest.raises(ValueError, match="temporal_levels must be distinct levels 0 to 2"):
+        build_model("vanilla-crnn-small-shallow", temporal_levels=[0, 3])
     with pytest.raises(ValueError, match="probability"):
         build_model("vanilla-cgru-small-shallow", state_dropout=-0.1)
 

@@ -35,6 +35,9 @@ class ModelConfig:
     """Training only: probability that a sample's incoming hidden state (all levels) is replaced by zeros, per frame."""
     warp_state: bool = False
     """Temporal units warp the previous state by a motion field the model predicts (starting at zero motion)."""
+    temporal_levels: list[int] | None = None
+    """Encoder levels (0 = full resolution) that carry a temporal unit; null = every level (the report's models).
+    The other levels pass their per-frame feature to the decoder, and their units' FLOPs are saved."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -411,10 +414,22 @@ def validate(config: Config, source: str) -> None:
         "temporal_residual": model.temporal_residual,
         "state_dropout": model.state_dropout > 0,
         "warp_state": model.warp_state,
+        "temporal_levels": model.temporal_levels is not None,
     }
     if any(options.values()) and "-none-" in model.name:
         key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
+    if model.temporal_levels is not None:
+        from vidseg.models import SIZES, parse_model_name
+
+        depth = len(SIZES[parse_model_name(model.name)[2]])
+        levels = model.temporal_levels
+        if not levels or len(set(levels)) != len(levels) or not all(0 <= level < depth for level in levels):
+            fail(
+                "model.temporal_levels",
+                f"expected distinct levels from 0 (full resolution) to {depth - 1} ({model.name!r} has {depth}), "
+                f"at least one, or null for all; found {levels}",
+            )
     if evaluation.max_samples is not None and evaluation.max_samples < 1:
         fail("eval.max_samples", f"expected a positive count or null, found {evaluation.max_samples}")
     mix = data.mixup

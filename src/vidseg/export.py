@@ -4,15 +4,17 @@ The exported graph is ``(frame, state0, ..., stateK) -> (logits, new_state0, ...
 
 - ``frame``: float32 ``[batch, 3, height, width]``, RGB scaled to [0, 1] and normalised with the ``mean`` and
   ``std`` in the metadata; height, width and batch are dynamic (any size, odd ones included);
-- ``state{k}``: float32 ``[batch, c_k, height_k, width_k]``, the hidden state of temporal level k; zeros for the
-  first frame of a video, then the ``new_state{k}`` returned for the previous frame;
+- ``state{k}``: float32 ``[batch, c_k, height_k, width_k]``, the hidden state of the k-th temporal unit (on
+  encoder level ``l_k``: every level in order, or those of ``model.temporal_levels``); zeros for the first frame of
+  a video, then the ``new_state{k}`` returned for the previous frame;
 - ``logits``: float32 ``[batch, num_classes, height, width]``.
 
 Per-frame models (``*-none-*``) have no states: ``frame -> logits``.
 
-The zero states for a frame of ``height x width`` have shape ``[batch, c_k, Hp / 2**k, Wp / 2**k]`` with
-``Hp = max(min_padded_size, ceil(height / size_multiple) * size_multiple)`` (``Wp`` likewise); ``c_k``,
-``size_multiple`` and ``min_padded_size`` are in the model's metadata (``vidseg.*`` keys, read with
+The zero states for a frame of ``height x width`` have shape ``[batch, c_k, Hp / 2**l_k, Wp / 2**l_k]`` with
+``Hp = max(min_padded_size, ceil(height / size_multiple) * size_multiple)`` (``Wp`` likewise); ``c_k``, ``l_k``
+(``state_levels``; files without it have a unit on every level, ``l_k = k``), ``size_multiple`` and
+``min_padded_size`` are in the model's metadata (``vidseg.*`` keys, read with
 ``onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map``), and ``initial_states(path, h, w)``
 computes them in Python.
 """
@@ -80,7 +82,7 @@ class StepFunction(nn.Module):
 
 def state_channels(model: RecurrentUNet) -> list[int]:
     """Channels of each state tensor (empty for per-frame models)."""
-    return list(model.channels) if model.is_temporal else []
+    return [model.channels[level] for level in model.temporal_levels]
 
 
 def build_metadata(model: RecurrentUNet, checkpoint: TrainState | Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -95,10 +97,12 @@ def build_metadata(model: RecurrentUNet, checkpoint: TrainState | Mapping[str, A
         "mean": json.dumps([float(v) for v in mean]),
         "std": json.dumps([float(v) for v in std]),
         "state_channels": json.dumps(state_channels(model)),
+        "state_levels": json.dumps(list(model.temporal_levels)),
         "size_multiple": str(model.size_multiple),
         "min_padded_size": str(model.padded_size(1, 1)[0]),
         "inputs": "frame: float32 [batch, 3, height, width], RGB / 255 normalised with mean and std; "
-        "state{k}: float32 [batch, state_channels[k], Hp / 2**k, Wp / 2**k], zeros on the first frame",
+        "state{k}: float32 [batch, state_channels[k], Hp / 2**state_levels[k], Wp / 2**state_levels[k]], zeros on "
+        "the first frame",
         "state_shapes": "Hp = max(min_padded_size, ceil(height / size_multiple) * size_multiple), Wp likewise",
     }
     return {f"vidseg.{key}": value for key, value in metadata.items()}
@@ -129,11 +133,12 @@ def state_shapes(
             "export the model with `vidseg export`"
         )
     channels = json.loads(metadata["vidseg.state_channels"])
+    levels = json.loads(metadata.get("vidseg.state_levels") or json.dumps(list(range(len(channels)))))
     multiple = int(metadata["vidseg.size_multiple"])
     minimum = int(metadata["vidseg.min_padded_size"])
     padded_h = max(minimum, math.ceil(height / multiple) * multiple)
     padded_w = max(minimum, math.ceil(width / multiple) * multiple)
-    return [(batch, c, padded_h >> level, padded_w >> level) for level, c in enumerate(channels)]
+    return [(batch, c, padded_h >> level, padded_w >> level) for level, c in zip(levels, channels)]
 
 
 def initial_states(

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models import blocks, inference
-from vidseg.models.unet import RecurrentUNet, State, check_state
+from vidseg.models.unet import RecurrentUNet, State, apply_units
 
 
 class QTensor(NamedTuple):
@@ -376,6 +376,7 @@ class QuantizedUNet(nn.Module):
         self.source = fused.source
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
+        self.temporal_levels = model.temporal_levels
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)
@@ -415,13 +416,8 @@ class QuantizedUNet(nn.Module):
             x = stage(x)
             features.append(x)
         skips: list[Activation]
-        if self.is_temporal:
-            hidden = check_state(state, features)
-            new_state: State = tuple(unit(f, h) for unit, f, h in zip(self.temporal, features, hidden))
-            if self.temporal_residual:  # skips pass x + h, in float32
-                skips = [_real(f) + h for f, h in zip(features, new_state)]
-            else:
-                skips = list(new_state)
+        if self.is_temporal:  # skips of residual units pass x + h in float32
+            skips, new_state = apply_units(self, features, state, real=_real)
         else:
             skips, new_state = list(features), ()
         y = skips[-1]

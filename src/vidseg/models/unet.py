@@ -6,8 +6,9 @@ channel list are arguments. Per-frame baselines are the same class with ``tempor
 
 Recurrent state is explicit. ``step(frame, state) -> (logits, state)`` processes one frame; the clip
 forward is a loop over ``step`` (``run_clip``, which training and evaluation use too, each with its own step).
-A state is a tuple with one hidden tensor per encoder level (empty for per-frame models); ``None`` means the zero
-initial state.
+A state is a tuple with one hidden tensor per temporal unit, in level order (empty for per-frame models); ``None``
+means the zero initial state. Units sit on every encoder level, or on the levels ``temporal_levels`` names (the
+others pass their encoder feature straight to the decoder).
 
 Activation checkpointing is a flag the model reads (``set_grad_checkpointing``, as in timm): with it, the
 activations of a time step (or of each stage) are not kept for the backward pass but recomputed during it. The flag
@@ -30,6 +31,7 @@ from vidseg.models.temporal import drop_state
 
 if TYPE_CHECKING:
     from vidseg.models.inference import InferenceUNet
+    from vidseg.models.quantized import QuantizedUNet
 
 State = tuple[torch.Tensor, ...]
 Output = TypeVar("Output", torch.Tensor, tuple[torch.Tensor, ...])
@@ -76,15 +78,38 @@ def run_levels(
         x = run(stage, x)
         features.append(x)
     if model.is_temporal:
-        hidden = check_state(state, features)
-        new_state: State = tuple(run(unit, f, h) for unit, f, h in zip(model.temporal, features, hidden))
-        skips = [f + h for f, h in zip(features, new_state)] if model.temporal_residual else list(new_state)
+        skips, new_state = apply_units(model, features, state, run)
     else:
         skips, new_state = features, ()
     y = skips[-1]
     for level in reversed(range(len(model.decoder))):
         y = run(model.decoder[level], y, skips[level])
     return model.head(y), new_state
+
+
+def apply_units(
+    model: RecurrentUNet | InferenceUNet | QuantizedUNet,
+    features: list[Any],
+    state: State | None,
+    run: Callable[..., Any] | None = None,
+    real: Callable[[Any], torch.Tensor] | None = None,
+) -> tuple[list[Any], State]:
+    """The temporal units on their levels' encoder ``features``: (the decoder's skip inputs, the new state).
+
+    A unit level's skip is the unit's output h, or ``x + h`` for residual units; other levels pass their feature.
+    ``run(unit, x, h)`` calls a unit (default: directly); ``real(x)`` turns a feature into a float tensor for the
+    residual sum (the int8 copy's quantized activations; default: unchanged). Shared by the model and its fused
+    and int8 copies.
+    """
+    levels = model.temporal_levels
+    hidden = check_state(state, [features[level] for level in levels])
+    run = run or _called
+    new_state: State = tuple(run(unit, features[level], h) for unit, level, h in zip(model.temporal, levels, hidden))
+    skips = list(features)
+    for level, h in zip(levels, new_state):
+        x = features[level] if real is None else real(features[level])
+        skips[level] = x + h if model.temporal_residual else h
+    return skips, new_state
 
 
 def _called(module: nn.Module, *args: Any) -> Any:
@@ -170,6 +195,7 @@ class RecurrentUNet(nn.Module):
         state_dropout: in training mode, probability that a sample's incoming state is replaced by zeros
             (``vidseg.models.temporal.drop_state``); no effect in eval mode.
         warp_state: units motion-compensate the previous state first (``vidseg.models.temporal.StateWarp``).
+        temporal_levels: the encoder levels (0 = full resolution) that carry a temporal unit; None = every level.
     """
 
     def __init__(
@@ -182,13 +208,24 @@ class RecurrentUNet(nn.Module):
         temporal_residual: bool = False,
         state_dropout: float = 0.0,
         warp_state: bool = False,
+        temporal_levels: Sequence[int] | None = None,
     ):
         super().__init__()
         channels = tuple(channels)
         if len(channels) < 2:
             raise ValueError(f"a UNet needs at least 2 levels, got channels={channels}")
-        if temporal is None and (temporal_residual or state_dropout or warp_state):
-            raise ValueError("temporal_residual, state_dropout and warp_state need temporal units; the model has none")
+        if temporal is None and (temporal_residual or state_dropout or warp_state or temporal_levels is not None):
+            raise ValueError(
+                "temporal_residual, state_dropout, warp_state and temporal_levels need temporal units; the model "
+                "has none"
+            )
+        levels = tuple(range(len(channels))) if temporal_levels is None else tuple(sorted(temporal_levels))
+        if temporal is not None and (
+            not levels or len(set(levels)) != len(levels) or not all(0 <= level < len(channels) for level in levels)
+        ):
+            raise ValueError(
+                f"temporal_levels must be distinct levels 0 to {len(channels) - 1}, at least one, got {temporal_levels}"
+            )
         if not 0 <= state_dropout < 1:
             raise ValueError(f"state_dropout is a probability in [0, 1), got {state_dropout}")
         self.temporal_residual = temporal_residual
@@ -198,12 +235,15 @@ class RecurrentUNet(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.is_temporal = temporal is not None
+        self.temporal_levels = levels if temporal is not None else ()
 
         self.encoder = nn.ModuleList([blocks.stem(in_channels, channels[0])])
         self.encoder.extend(blocks.down(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
         # Only the options that are on: a unit class without them still builds the plain model.
         unit_options = {name: True for name, on in (("residual", temporal_residual), ("warp", warp_state)) if on}
-        self.temporal = nn.ModuleList([temporal(c, **unit_options) for c in channels]) if temporal else nn.ModuleList()
+        self.temporal = nn.ModuleList(
+            [temporal(channels[level], **unit_options) for level in self.temporal_levels] if temporal else []
+        )
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)

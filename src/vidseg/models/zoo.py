@@ -6,7 +6,7 @@ rules that reproduce them are in ``docs/model-spec.md``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vidseg.models.blocks import BLOCK_SETS
@@ -60,6 +60,7 @@ def build_model(
     temporal_residual: bool = False,
     state_dropout: float = 0.0,
     warp_state: bool = False,
+    temporal_levels: Sequence[int] | None = None,
 ) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
@@ -69,6 +70,7 @@ def build_model(
         temporal_residual: residual temporal units (``RecurrentUNet``); same parameters, so the count is unchanged.
         state_dropout: state dropout probability in training (``RecurrentUNet``).
         warp_state: units warp the previous state by a predicted motion (``RecurrentUNet``; adds parameters).
+        temporal_levels: the levels that carry a unit, None = all (``RecurrentUNet``; fewer units, fewer parameters).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -79,6 +81,7 @@ def build_model(
         temporal_residual=temporal_residual,
         state_dropout=state_dropout,
         warp_state=warp_state,
+        temporal_levels=temporal_levels,
     )
 
 
@@ -89,6 +92,7 @@ def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, An
     return {
         "temporal_residual": bool(model_config.get("temporal_residual", False)),
         "warp_state": bool(model_config.get("warp_state", False)),
+        "temporal_levels": model_config.get("temporal_levels"),
     }
 
 
