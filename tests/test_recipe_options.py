@@ -15,12 +15,12 @@ import torch
 from helpers import quiet
 from torch import nn
 
-from vidseg.checkpoint import model_from_checkpoint, save_checkpoint
+from vidseg.checkpoint import TrainState, model_from_checkpoint, save_checkpoint
 from vidseg.config import config_from_dict
 from vidseg.errors import VidsegError
 from vidseg.models import build_model, count_parameters, optimize_for_inference
 from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, warp, zero_input_path
-from vidseg.train import ClipForward, warm_start
+from vidseg.train import ClipForward, train, warm_start
 
 UNITS = ["crnn", "cgru"]
 
@@ -521,6 +521,20 @@ def test_onnx_export_of_units_on_chosen_levels_streams_like_pytorch(tmp_path):
     logits, states = run_onnx_sequence(path, frames.numpy())
     assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
     assert np.abs(states[0] - expected_states[0].numpy()).max() < 1e-4
+
+
+def test_training_builds_units_on_the_configured_levels_and_the_checkpoint_rebuilds(tmp_path, dense_tree):
+    raw = {
+        "model": {"name": "vanilla-crnn-small-shallow", "temporal_residual": True, "temporal_levels": [1, 2]},
+        "data": {"root": str(dense_tree.root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
+        "train": {"steps": 2, "log_every": 1, "tensorboard": False},
+        "eval": {"every_epochs": 0},
+    }
+    train(config_from_dict(raw, source="levels test"), tmp_path / "run", log=quiet)
+    state = TrainState.load(tmp_path / "run" / "last.pt")
+    assert sorted({name.split(".")[1] for name in state.model if name.startswith("temporal.")}) == ["0", "1"]
+    model = state.build_model()
+    assert model.temporal_levels == (1, 2) and len(model.temporal) == 2
 
 
 def test_units_on_fewer_levels_cost_fewer_training_flops():

@@ -46,6 +46,7 @@ from vidseg.metrics import all_reduce_sum
 from vidseg.models import RecurrentUNet, build_model
 from vidseg.models.inference import cpu_has_fast_bf16
 from vidseg.models.unet import State, run_clip
+from vidseg.models.zoo import architecture_options
 from vidseg.training.budget import Budget, LRSchedule, StopReason
 from vidseg.training.data import SeededSamples, build_datasets, class_frequency_weights, epoch_batches
 from vidseg.training.losses import Criterion, segmentation_loss
@@ -222,12 +223,12 @@ class Trainer:
         """The model to train on its device (warm-started or identity-initialised as configured) and the names
         of the parameters a warm start copied."""
         train_cfg = self.config.train
+        # The architecture options as a checkpoint rebuilds them (one list, zoo.architecture_options).
         model = build_model(
             self.config.model.name,
             num_classes=self.label_set.num_classes,
-            temporal_residual=self.config.model.temporal_residual,
             state_dropout=self.config.model.state_dropout,
-            warp_state=self.config.model.warp_state,
+            **architecture_options(dataclasses.asdict(self.config.model)),
         )
         copied: list[str] = []
         if resumed is not None:
