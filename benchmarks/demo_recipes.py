@@ -202,8 +202,10 @@ def main() -> None:
         for key, value in variant.items():
             setattr(plan, key, value)
         plan.steps = plan.schedule()
-        if finetune_steps is not None:
+        if finetune_steps is not None:  # the baseline steps that the run's FLOPs now buy follow
+            ratio = (plan.steps["baseline"] - plan.steps["pretrain"]) / plan.steps["finetune"]
             plan.steps["finetune"] = finetune_steps[demo.minutes]
+            plan.steps["baseline"] = plan.steps["pretrain"] + round(plan.steps["finetune"] * ratio)
         pretrained = pretrain_run(demo, plan, work)
         if not (pretrained / "evaluation.json").is_file():
             evaluate_run(demo, "pretrain")
