@@ -122,6 +122,14 @@ VARIANTS = {
             "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
         },
     },
+    "residual units + CutMix 0.5, temporal_levels [1, 2], 268 steps": {  # 240 x 1.459 / 1.306
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 268},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_levels": [1, 2]},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 
