@@ -32,6 +32,11 @@ def resolve_precision(amp: str, precision: str | None, amp_name: str = "amp", na
         raise ValueError(f"{amp_name} {amp!r} and {name} {precision!r} disagree; give {name} only")
     return precision
 
+
+def autocast_mode(precision: str) -> str:
+    """The ``amp`` mode that runs ``precision``: ``off`` for fp32 and int8 (the int8 copy computes its own way)."""
+    return "off" if precision in ("fp32", "int8") else precision
+
 MaskFormat = Literal["trainids", "labelids", "color"]
 """Mask PNG content: class indices, official Cityscapes label ids, or palette RGB (``segment.mask_image``)."""
 MASK_FORMATS: tuple[str, ...] = get_args(MaskFormat)

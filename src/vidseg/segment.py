@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vidseg import models, viz
 from vidseg.checkpoint import TrainState
-from vidseg.choices import MASK_FORMATS, resolve_precision
+from vidseg.choices import MASK_FORMATS, autocast_mode, resolve_precision
 from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
 from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
@@ -86,7 +86,7 @@ class Segmenter:
         if precision == "int8" and (self.device.type != "cpu" or not optimize):
             raise VidsegError("precision int8 runs the CPU's int8 convolutions: use device cpu, with optimize on")
         self.precision = precision
-        self.amp = "off" if precision in ("fp32", "int8") else precision
+        self.amp = autocast_mode(precision)
         amp = self.amp
         if isinstance(size, str) and size not in ("checkpoint", "input"):
             raise VidsegError(f"size must be 'checkpoint', 'input' or (height, width), got {size!r}")

@@ -284,7 +284,7 @@ def _corruption(args: argparse.Namespace, data_config: dict):
 
 def _precision(args: argparse.Namespace) -> tuple[str, str]:
     """(precision, autocast mode) from --precision and its older spelling --amp."""
-    from vidseg.choices import resolve_precision
+    from vidseg.choices import autocast_mode, resolve_precision
     from vidseg.errors import VidsegError
 
     try:
@@ -293,7 +293,7 @@ def _precision(args: argparse.Namespace) -> tuple[str, str]:
         raise VidsegError(str(error)) from None
     if args.calibrate is not None and precision != "int8":
         raise VidsegError("--calibrate is for --precision int8")
-    return precision, {"fp32": "off", "int8": "off"}.get(precision, precision)
+    return precision, autocast_mode(precision)
 
 
 def _int8_model(checkpoint: TrainState, calibration: str | os.PathLike, size: tuple[int, int] | None):

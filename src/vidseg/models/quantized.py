@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models import blocks, inference
-from vidseg.models.unet import RecurrentUNet, State, apply_units
+from vidseg.models.unet import RecurrentUNet, State, run_levels
 
 
 class QTensor(NamedTuple):
@@ -410,21 +410,8 @@ class QuantizedUNet(nn.Module):
         height, width = frame.shape[-2:]
         padded_h, padded_w = self.source.padded_size(height, width)
         padded = F.pad(frame.float(), (0, padded_w - width, 0, padded_h - height))
-        x: Activation = padded.contiguous(memory_format=torch.channels_last)
-        features = []
-        for stage in self.encoder:
-            x = stage(x)
-            features.append(x)
-        skips: list[Activation]
-        if self.is_temporal:  # skips of residual units pass x + h in float32
-            skips, new_state = apply_units(self, features, state, real=_real)
-        else:
-            skips, new_state = list(features), ()
-        y = skips[-1]
-        for level in reversed(range(len(self.decoder))):
-            y = self.decoder[level](y, skips[level])
-        logits = self.head(y)
-        assert isinstance(logits, torch.Tensor)
+        # Skips of residual units pass x + h in float32 (_real dequantizes x).
+        logits, new_state = run_levels(self, padded.contiguous(memory_format=torch.channels_last), state, _real)
         if not self.frozen:
             self.calibration_frames += frame.shape[0]
         return logits[..., :height, :width], new_state

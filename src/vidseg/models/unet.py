@@ -64,12 +64,16 @@ def check_state(state: State | None, features: Sequence[Any]) -> tuple[torch.Ten
 
 
 def run_levels(
-    model: RecurrentUNet | InferenceUNet, x: torch.Tensor, state: State | None
+    model: RecurrentUNet | InferenceUNet | QuantizedUNet,
+    x: torch.Tensor,
+    state: State | None,
+    real: Callable[[Any], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Encoder, temporal units, decoder and head on one padded frame: the body of ``step``.
 
-    Shared by ``RecurrentUNet`` and its fused inference copy (``vidseg.models.inference``), which have the same
-    ``encoder``, ``temporal``, ``decoder`` and ``head`` module lists. Returns padded logits and the new state.
+    Shared by ``RecurrentUNet`` and its fused and int8 copies (``vidseg.models.inference``, ``.quantized``), which
+    have the same ``encoder``, ``temporal``, ``decoder`` and ``head`` module lists; ``real`` as in ``apply_units``.
+    Returns padded logits and the new state.
     """
     recompute = getattr(model, "grad_checkpointing", "off") == "stage" and torch.is_grad_enabled()
     run = _recomputed if recompute else _called
@@ -78,7 +82,7 @@ def run_levels(
         x = run(stage, x)
         features.append(x)
     if model.is_temporal:
-        skips, new_state = apply_units(model, features, state, run)
+        skips, new_state = apply_units(model, features, state, run, real)
     else:
         skips, new_state = features, ()
     y = skips[-1]
