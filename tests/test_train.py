@@ -188,6 +188,17 @@ def test_copied_weights_train_at_the_scaled_rate(tmp_path, dense_tree):
     assert len(payload["copied_parameters"]) == len(list(per_frame.parameters()))
 
 
+def test_training_crops_are_data_crop_and_evaluation_runs_at_data_size(tmp_path, dense_tree):
+    config = tiny_config(dense_tree.root, data={"crop": [8, 16]}, train={"steps": 1}, eval={"every_epochs": 1})
+    train_set, val_set = build_datasets(config)
+    assert tuple(train_set[0]["frames"].shape[-2:]) == (8, 16)
+    assert tuple(train_set[0]["labels"].shape[-2:]) == (8, 16)
+    assert tuple(val_set[0]["frames"].shape[-2:]) == (16, 32)
+    result = train(config, tmp_path / "run", log=quiet)
+    assert result.metrics["val_step"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["working_size"] == [16, 32]
+
+
 def test_frozen_parameters_keep_their_warm_started_values(tmp_path, dense_tree):
     """optim.freeze: residual units frozen at their zero start stay zero (that level passes the per-frame
     feature); the rest trains. A prefix that names nothing is an error, not a silent no-op."""

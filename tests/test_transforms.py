@@ -122,6 +122,26 @@ def test_crop_cuts_an_exact_window_flipped_or_not(crop_height, crop_width, facto
     assert matches, "the output is not a (flipped) window of the input"
 
 
+def test_crop_size_cuts_a_smaller_window_of_the_clip_at_the_working_size():
+    # Labels of a 2x source whose 2x2 blocks are constant: the nearest resize to `size` is exactly `cells`.
+    size, window = (6, 8), (3, 5)
+    cells = torch.arange(size[0] * size[1]).view(size)
+    labels = cells.repeat_interleave(2, 0).repeat_interleave(2, 1)[None].clone()
+    frames = torch.zeros(1, 3, 2 * size[0], 2 * size[1], dtype=torch.uint8)
+    transform = ClipTransform(size=size, crop=True, crop_size=window)
+    places = set()
+    for seed in range(60):
+        _, out_labels = transform(frames, labels.to(torch.uint8), torch.Generator().manual_seed(seed))
+        assert out_labels.shape == (1, *window)
+        top, left = divmod(int(out_labels[0, 0, 0]), size[1])
+        assert torch.equal(out_labels[0].long(), cells[top : top + window[0], left : left + window[1]])
+        places.add((top, left))
+    # Every place of the window inside the working-size clip is drawn (4 x 4 of them), never one outside.
+    assert places == {(top, left) for top in range(4) for left in range(4)}
+    with pytest.raises(ValueError, match="crop_size needs crop"):
+        ClipTransform(size=size, crop_size=window)
+
+
 def test_scale_below_one_pads_with_ignore_and_black():
     frames = torch.full((2, 3, 8, 16), 200, dtype=torch.uint8)
     labels = torch.full((2, 8, 16), 3, dtype=torch.uint8)

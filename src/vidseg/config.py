@@ -88,6 +88,10 @@ class DataConfig:
     """Working resolution ``[height, width]`` of training and evaluation frames."""
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     """Random scale range applied before cropping to ``size`` (``[1, 1]`` = resize only)."""
+    crop: list[int] | None = None
+    """Training window ``[height, width]``, cut at random from frames resized to ``size`` x a random ``scale``;
+    None = ``size``. Evaluation and ``vidseg segment`` run on whole frames at ``size``, so a window smaller than
+    ``size`` trains at the working resolution for a fraction of its cost (as image toolkits train on crops)."""
     hflip: bool = True
     batch_size: int = 1
     num_workers: int = 0
@@ -323,12 +327,19 @@ def validate(config: Config, source: str) -> None:
         )
     if len(data.size) != 2 or min(data.size) < 1:
         fail("data.size", f"expected [height, width] with positive values, found {data.size}")
-    for what, frames in [
-        ("data.size", data.batch_size * data.num_frames),
-        ("data.size (with eval.batch_size and eval.num_frames)", config.eval.batch_size * config.eval.num_frames),
+    if data.crop is not None:
+        if len(data.crop) != 2 or min(data.crop) < 1:
+            fail("data.crop", f"expected [height, width] with positive values, or null, found {data.crop}")
+        if data.crop[0] > data.size[0] or data.crop[1] > data.size[1]:
+            fail("data.crop", f"the training window {data.crop} is larger than data.size {data.size}: it would be "
+                 "mostly padding; use a larger data.size or data.scale")
+    for what, window, frames in [
+        ("data.crop" if data.crop else "data.size", data.crop or data.size, data.batch_size * data.num_frames),
+        ("data.size (with eval.batch_size and eval.num_frames)", data.size,
+         config.eval.batch_size * config.eval.num_frames),
     ]:
         try:
-            check_frame_size(data.size, what, max(frames, 1))
+            check_frame_size(window, what, max(frames, 1))
         except VidsegError as error:
             raise VidsegError(f"{source}: {error}") from None
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:

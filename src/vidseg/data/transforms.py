@@ -115,8 +115,9 @@ class ClipTransform:
     """Resize, random scale, random crop and horizontal flip, with one draw shared by all frames of a clip.
 
     The clip is resized to ``size * s`` where ``s`` is drawn uniformly from ``scale_range`` (1 without it);
-    with ``crop``, a window of ``size`` is then cut at a uniformly random place (where the scaled clip is
-    smaller than ``size`` it is placed at a random offset and the rest is padding: 0 in images, 255 in labels).
+    with ``crop``, a window of ``crop_size`` (default ``size``) is then cut at a uniformly random place (where the
+    scaled clip is smaller than the window it is placed at a random offset and the rest is padding: 0 in images,
+    255 in labels).
     ``hflip`` mirrors the clip with probability 1/2. ``ClipTransform(size)`` alone is the evaluation transform
     (a plain resize, nothing when the data already has that size); ``ClipTransform()`` does nothing.
     ``ClipTransform(size, resize_labels=False)`` resizes the frames only, for scoring at the labels' resolution.
@@ -124,7 +125,8 @@ class ClipTransform:
     Args:
         size: (height, width) of the output; None keeps the input size.
         scale_range: (low, high) of the random scale factor relative to ``size``; needs ``crop``.
-        crop: cut a random ``size`` window from the scaled clip.
+        crop: cut a random window from the scaled clip.
+        crop_size: (height, width) of that window (training crops smaller than the working size); None = ``size``.
         hflip: random horizontal flip.
         resize_labels: also resize the label maps (False: keep them as they are; no random geometry then).
     """
@@ -136,6 +138,7 @@ class ClipTransform:
         crop: bool = False,
         hflip: bool = False,
         resize_labels: bool = True,
+        crop_size: tuple[int, int] | None = None,
     ):
         if size is not None:
             size = (int(size[0]), int(size[1]))
@@ -149,12 +152,19 @@ class ClipTransform:
                 raise ValueError("scale_range needs crop=True, so that every clip comes out at `size`")
             scale_range = (low, high)
         if crop and size is None:
-            raise ValueError("crop=True needs a size (the crop window)")
+            raise ValueError("crop=True needs a size (the working size the clip is scaled from)")
+        if crop_size is not None:
+            if not crop:
+                raise ValueError("crop_size needs crop=True")
+            crop_size = (int(crop_size[0]), int(crop_size[1]))
+            if crop_size[0] < 1 or crop_size[1] < 1:
+                raise ValueError(f"crop_size must be positive (height, width), got {crop_size}")
         if not resize_labels and (scale_range is not None or crop or hflip):
             raise ValueError("resize_labels=False keeps labels as they are, which random geometry cannot")
         self.size = size
         self.scale_range = scale_range
         self.crop = crop
+        self.crop_size = crop_size if crop_size is not None else size
         self.hflip = hflip
         self.resize_labels = resize_labels
 
@@ -165,6 +175,7 @@ class ClipTransform:
     def __repr__(self) -> str:
         return (
             f"ClipTransform(size={self.size}, scale_range={self.scale_range}, crop={self.crop}, "
+            f"crop_size={self.crop_size}, "
             f"hflip={self.hflip}, resize_labels={self.resize_labels})"
         )
 
@@ -189,12 +200,13 @@ class ClipTransform:
             return frames, labels
         labels = resize_labels(labels, target)
         if self.crop:
-            assert self.size is not None, "crop needs a size (checked in __init__)"
-            spare_rows, spare_cols = target[0] - self.size[0], target[1] - self.size[1]
+            window = self.crop_size
+            assert window is not None, "crop needs a size (checked in __init__)"
+            spare_rows, spare_cols = target[0] - window[0], target[1] - window[1]
             top = _randint(min(0, spare_rows), max(0, spare_rows), generator)
             left = _randint(min(0, spare_cols), max(0, spare_cols), generator)
-            frames = _place(frames, self.size, top, left, fill=0)
-            labels = _place(labels, self.size, top, left, fill=IGNORE_INDEX)
+            frames = _place(frames, window, top, left, fill=0)
+            labels = _place(labels, window, top, left, fill=IGNORE_INDEX)
         if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
             frames, labels = _flip_width(frames), _flip_width(labels)
         return frames, labels

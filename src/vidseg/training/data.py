@@ -70,8 +70,11 @@ def build_datasets(config: Config, with_val: bool = True):
     data = config.data
     size = (data.size[0], data.size[1])
     scale = (data.scale[0], data.scale[1])
-    scaled = scale != (1.0, 1.0)
-    train_transform = ClipTransform(size, scale_range=scale if scaled else None, crop=scaled, hflip=data.hflip)
+    window = (data.crop[0], data.crop[1]) if data.crop else size
+    cropped = scale != (1.0, 1.0) or window != size
+    train_transform = ClipTransform(
+        size, scale_range=scale if cropped else None, crop=cropped, hflip=data.hflip, crop_size=window
+    )
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
     train_set: ClipDataset | CutMixClips | CorruptedClips
     val_set: ClipDataset | CorruptedClips
