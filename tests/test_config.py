@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -141,3 +143,12 @@ def test_parse_size_reads_height_by_width_and_names_the_format_otherwise():
     for text in ("0x3", "12", "-1x4", "axb", "1x2x3", ""):
         with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
             parse_size(text)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_shipped_config_loads_and_names_its_model_in_the_file_name(path):
+    config = load_config(path)
+    assert path.stem.startswith(config.model.name), f"{path.name} trains {config.model.name}"
