@@ -73,7 +73,8 @@ def build_datasets(config: Config, with_val: bool = True):
     window = (data.crop[0], data.crop[1]) if data.crop else size
     cropped = scale != (1.0, 1.0) or window != size
     train_transform = ClipTransform(
-        size, scale_range=scale if cropped else None, crop=cropped, hflip=data.hflip, crop_size=window
+        size, scale_range=scale if cropped else None, crop=cropped, hflip=data.hflip,
+        crop_size=window if cropped else None,
     )
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
     train_set: ClipDataset | CutMixClips | CorruptedClips
