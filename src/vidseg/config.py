@@ -332,7 +332,7 @@ def validate(config: Config, source: str) -> None:
             fail("data.crop", f"expected [height, width] with positive values, or null, found {data.crop}")
         if data.crop[0] > data.size[0] or data.crop[1] > data.size[1]:
             fail("data.crop", f"the training window {data.crop} is larger than data.size {data.size}: it would be "
-                 "mostly padding; use a larger data.size or data.scale")
+                 "mostly padding; use a larger data.size")
     for what, window, frames in [
         ("data.crop" if data.crop else "data.size", data.crop or data.size, data.batch_size * data.num_frames),
         ("data.size (with eval.batch_size and eval.num_frames)", data.size,
