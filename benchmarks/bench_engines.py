@@ -29,6 +29,7 @@ import torch
 from bench_models import count_flops, street_like_frames
 from common import matmul_peak_gflops, write_result
 
+from vidseg.allocator import keep_freed_memory
 from vidseg.config import parse_size
 from vidseg.export import export_onnx, initial_states
 from vidseg.models import build_model, optimize_for_inference
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated path names to leave out")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    # What vidseg.Segmenter sets on the CPU; process-wide, so the reference and every PyTorch path run with it.
+    kept = keep_freed_memory()
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     have_ort = importlib.util.find_spec("onnxruntime") is not None
     have_openvino = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
@@ -298,7 +301,11 @@ def main() -> None:
             section = "\n".join(lines)
             print(section, flush=True)
             sections.append(section)
-    cpu_note = f"int8 activations: {int8.activation_bits} bits ({'VNNI' if has_vnni() else 'no VNNI on this CPU'})."
+    cpu_note = (
+        f"int8 activations: {int8.activation_bits} bits ({'VNNI' if has_vnni() else 'no VNNI on this CPU'}). "
+        f"glibc keeps freed memory (`vidseg.allocator`, as `vidseg.Segmenter` sets it) for every PyTorch path, "
+        f"the reference included: {'yes' if kept else 'no (not glibc)'}."
+    )
     path = write_result("bench_engines", "\n\n".join([*sections, cpu_note]))
     print(f"written to {path}")
 

@@ -289,3 +289,30 @@ def test_evaluate_command_with_int8(trained, synthcity_root, tmp_path, capsys, m
     assert "disagree" in capsys.readouterr().err
     assert main([*args, "--precision", "int8", "--device", "cuda", "--out", str(tmp_path / "x.json")]) == 2
     assert "pass --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, residual",
+    [("resnet-cgru-small-shallow", False), ("vanilla-cgru-small-shallow", True), ("vanilla-crnn-small-shallow", True)],
+)
+def test_calibration_mode_is_the_float_model(name, residual):
+    """Before freeze() the int8 copy runs float32 convolutions on its rearranged weights (the decoder's
+    upsampling as a 1x1 convolution whose output is shuffled into the concatenation, doubled candidate weights for
+    tanh as one sigmoid): the model's own function, to float rounding, logits and state, frame after frame."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5, temporal_residual=residual)
+    with torch.no_grad():  # away from the init (residual units start at zero, which would hide their tanh)
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.eval()
+    network = QuantizedUNet(model)
+    state = expected_state = None
+    for _ in range(3):
+        frame = torch.randn(1, 3, 40, 56)
+        got, state = network.step(frame, state)
+        with torch.no_grad():
+            expected, expected_state = model.step(frame, expected_state)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert expected.abs().max() > 0.1
+        for got_h, expected_h in zip(state, expected_state, strict=True):
+            torch.testing.assert_close(got_h, expected_h, rtol=1e-4, atol=1e-4)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidseg import models, viz
+from vidseg.allocator import keep_freed_memory
 from vidseg.checkpoint import TrainState
 from vidseg.choices import MASK_FORMATS, autocast_mode, resolve_precision
 from vidseg.data.labels import IGNORE_INDEX, colorize, train_id_to_label_id
@@ -45,6 +46,8 @@ class Segmenter:
 
     The Segmenter holds the state of the video it is reading: ``stream`` and ``segment_frame`` continue where
     the previous call stopped (so a video can be fed in pieces); ``reset`` starts a new video.
+
+    On the CPU it asks glibc to keep freed memory for the next frame (``vidseg.allocator``, process-wide).
 
     Args:
         checkpoint: path of a vidseg checkpoint, a ``vidseg.checkpoint.TrainState``, or a checkpoint dict as
@@ -77,6 +80,8 @@ class Segmenter:
         calibration: Any = None,
     ):
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # every frame reallocates the same large tensors (see vidseg.allocator)
         try:
             precision = resolve_precision(amp, precision)
         except ValueError as error:

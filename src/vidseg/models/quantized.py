@@ -199,7 +199,9 @@ class QConv(nn.Module):
             if other is not None:
                 assert isinstance(other, torch.Tensor)
                 y = y + other
-            if self.act == "relu":
+            # A frozen output grid whose zero is 0 clamps negatives to 0 itself: the ReLU is in the quantization.
+            relu_in_grid = self.frozen and self.output is not None and self.output.zero_point == 0
+            if self.act == "relu" and not relu_in_grid:
                 y = F.relu(y)
             return self.output(y) if self.output is not None else y
         assert isinstance(x, QTensor)
@@ -252,7 +254,8 @@ class QResNetBlock(nn.Module):
 
 
 class QUp(nn.Module):
-    """Transposed 2x2 stride-2 convolution as a 1x1 convolution + pixel shuffle, concat with the skip, a block."""
+    """Transposed 2x2 stride-2 convolution as a 1x1 convolution whose output pixels are rearranged (a pixel
+    shuffle) straight into the buffer of the concatenation with the skip; then a block."""
 
     def __init__(self, up: inference.FusedUp):
         super().__init__()
@@ -267,12 +270,13 @@ class QUp(nn.Module):
             raise ValueError("int8 decoders need a 2x2 stride-2 transposed convolution")
         weight = transposed.weight.detach()  # [c_in, c_out, 2, 2]
         c_in, c_out = weight.shape[:2]
-        # Output channel o * 4 + a * 2 + b of the 1x1 convolution is pixel (a, b) of channel o.
-        pointwise = weight.permute(1, 2, 3, 0).reshape(c_out * 4, c_in, 1, 1)
+        # Output channel (a * 2 + b) * c_out + o of the 1x1 convolution is pixel (a, b) of channel o, so that in
+        # channels-last memory each output pixel's c_out channels are one contiguous run.
+        pointwise = weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
         bias = transposed.bias.detach() if transposed.bias is not None else torch.zeros(c_out)
         self.deep = Quantize()
         self.concat = Quantize()  # the upsampled features and the skip share one grid so they can be concatenated
-        self.upsample = QConv(pointwise, bias.repeat_interleave(4), [1, 1], [0, 0], output=self.concat)
+        self.upsample = QConv(pointwise, bias.repeat(4), [1, 1], [0, 0], output=self.concat)
         self.block = _quantize(up.block)
 
     def forward(self, deep: Activation, skip: Activation) -> Activation:
@@ -280,18 +284,33 @@ class QUp(nn.Module):
         skip = self.concat(skip)
         if isinstance(upsampled, QTensor):
             assert isinstance(skip, QTensor)
-            data = torch.cat([F.pixel_shuffle(upsampled.data, 2), skip.data], dim=1)
-            data = data.contiguous(memory_format=torch.channels_last)
-            joined: Activation = QTensor(data, skip.scale, skip.zero_point)
+            joined: Activation = QTensor(_shuffle_and_concat(upsampled.data, skip.data), skip.scale, skip.zero_point)
         else:
             assert isinstance(skip, torch.Tensor)
-            joined = torch.cat([F.pixel_shuffle(upsampled, 2), skip], dim=1)
+            joined = _shuffle_and_concat(upsampled, skip)
         return self.block(joined)
+
+
+def _shuffle_and_concat(upsampled: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``cat([pixel_shuffle(upsampled), skip])`` in channels-last memory for ``upsampled`` channels ordered
+    ``(a, b, o)`` (``QUp``): one pass over each input, written into the result."""
+    batch, channels4, height, width = upsampled.shape
+    c_up, c_skip = channels4 // 4, skip.shape[1]
+    joined = torch.empty(
+        batch, c_up + c_skip, 2 * height, 2 * width, dtype=upsampled.dtype, memory_format=torch.channels_last
+    )
+    rows = joined.permute(0, 2, 3, 1).view(batch, height, 2, width, 2, c_up + c_skip)  # [B, H, a, W, b, C]
+    pixels = upsampled.permute(0, 2, 3, 1).reshape(batch, height, width, 2, 2, c_up)  # [B, H, W, a, b, c_up]
+    rows[..., :c_up].copy_(pixels.permute(0, 1, 3, 2, 4, 5))
+    joined.permute(0, 2, 3, 1)[..., c_up:].copy_(skip.permute(0, 2, 3, 1))
+    return joined
 
 
 class QConvGRU(nn.Module):
     """ConvGRU with each convolution over ``[x, h]`` split into an x part and an h part (two uint8 inputs on
-    their own grids, one float32 accumulator); gates, candidate and the state update run in float32."""
+    their own grids, one float32 accumulator); gates, candidate and the state update run in float32, in place on
+    the convolutions' outputs. The candidate convolutions are built with twice the weights, so that the candidate's
+    tanh is one sigmoid: ``tanh(c) = 2 sigmoid(2c) - 1`` (see ``_tanh_from_doubled``)."""
 
     def __init__(self, unit: inference.FusedConvGRU):
         super().__init__()
@@ -302,18 +321,24 @@ class QConvGRU(nn.Module):
         pad, stride = gates.padding, gates.stride
         self.gates_x = QConv(gates.weight[:, :c], gates.bias, stride, pad)
         self.gates_h = QConv(gates.weight[:, c:], None, stride, pad)
-        self.candidate_x = QConv(candidate.weight[:, :c], candidate.bias, stride, pad)
-        self.candidate_h = QConv(candidate.weight[:, c:], None, stride, pad)
+        doubled_bias = None if candidate.bias is None else 2 * candidate.bias
+        self.candidate_x = QConv(2 * candidate.weight[:, :c], doubled_bias, stride, pad)
+        self.candidate_h = QConv(2 * candidate.weight[:, c:], None, stride, pad)
 
     def forward(self, x: Activation, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:
             h = torch.zeros(x.shape).contiguous(memory_format=torch.channels_last)
         gates = self.gates_h(self.hidden(h), other=self.gates_x(x))
         assert isinstance(gates, torch.Tensor)
-        r, z = torch.sigmoid(gates).chunk(2, dim=1)
+        r, z = gates.sigmoid_().chunk(2, dim=1)
         candidate = self.candidate_h(self.reset_hidden(r * h), other=self.candidate_x(x))
         assert isinstance(candidate, torch.Tensor)
-        return torch.lerp(torch.tanh(candidate), h, z)
+        return torch.lerp(_tanh_from_doubled(candidate), h, z)
+
+
+def _tanh_from_doubled(doubled: torch.Tensor) -> torch.Tensor:
+    """``tanh(x)`` from ``2x``, in place: ``2 sigmoid(2x) - 1`` (PyTorch's AVX2 tanh takes twice as long as this)."""
+    return doubled.sigmoid_().mul_(2).sub_(1)
 
 
 class QConvRNN(nn.Module):
@@ -328,7 +353,13 @@ class QConvRNN(nn.Module):
         self.hidden_conv = QConv.from_fused(unit.hidden_conv)
         self.tanh = unit.input_conv.act == "tanh"
         self.input_conv = QConv.from_fused(unit.input_conv, act="none" if self.tanh else None)
-        self.register_buffer("zero_state_bias", unit.zero_state_bias.detach().clone())
+        zero_state_bias = unit.zero_state_bias.detach().clone()
+        if self.tanh:  # both convolutions compute twice the pre-activation (see _tanh_from_doubled)
+            for conv in (self.hidden_conv, self.input_conv):
+                conv.weight.data.mul_(2)
+                conv.bias.data.mul_(2)
+            zero_state_bias.mul_(2)
+        self.register_buffer("zero_state_bias", zero_state_bias)
 
     def forward(self, x: Activation, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:
@@ -337,7 +368,7 @@ class QConvRNN(nn.Module):
             other = self.hidden_conv(self.hidden(h))
         y = self.input_conv(x, other=other)
         assert isinstance(y, torch.Tensor)
-        return torch.tanh_(y) if self.tanh else y
+        return _tanh_from_doubled(y) if self.tanh else y
 
 
 def _quantize(module: nn.Module) -> nn.Module:

@@ -111,8 +111,10 @@ def apply_units(
     new_state: State = tuple(run(unit, features[level], h) for unit, level, h in zip(model.temporal, levels, hidden))
     skips = list(features)
     for level, h in zip(levels, new_state):
-        x = features[level] if real is None else real(features[level])
-        skips[level] = x + h if model.temporal_residual else h
+        if model.temporal_residual:
+            skips[level] = (features[level] if real is None else real(features[level])) + h
+        else:
+            skips[level] = h
     return skips, new_state
 
 
