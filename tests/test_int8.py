@@ -16,7 +16,7 @@ from vidseg.data.files import read_image
 from vidseg.data.transforms import MEAN, STD, ClipTransform
 from vidseg.errors import VidsegError
 from vidseg.models import build_model
-from vidseg.models.quantized import QConv, QuantizedUNet, int8_available
+from vidseg.models.quantized import QConv, QTensor, Quantize, QuantizedUNet, int8_available
 from vidseg.quantize import calibration_clips
 from vidseg.segment import Segmenter
 
@@ -316,3 +316,19 @@ def test_calibration_mode_is_the_float_model(name, residual):
         assert expected.abs().max() > 0.1
         for got_h, expected_h in zip(state, expected_state, strict=True):
             torch.testing.assert_close(got_h, expected_h, rtol=1e-4, atol=1e-4)
+
+
+def test_a_quantization_point_writes_the_codes_of_its_grid():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 12, 20).contiguous(memory_format=torch.channels_last) * 3
+    point = Quantize()
+    point(x)  # calibration: records the range
+    point.freeze(qmax=127)
+    got = point(x)
+    assert isinstance(got, QTensor) and got.data.dtype == torch.uint8
+    assert got.data.is_contiguous(memory_format=torch.channels_last)
+    expected = torch.clamp(torch.round(x / point.scale) + point.zero_point, 0, 127).to(torch.uint8)
+    assert int(got.data.max()) == 127 and int(got.data.min()) == 0  # the range was recorded on x itself
+    assert (got.data.int() - expected.int()).abs().max() <= 1  # round-half-even vs half-up on exact ties
+    assert float((got.data == expected).float().mean()) > 0.999
+    torch.testing.assert_close(got.dequantize(), x, atol=point.scale / 2 + 1e-6, rtol=0)

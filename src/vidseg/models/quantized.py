@@ -122,7 +122,11 @@ class Quantize(nn.Module):
                 return x
             x = x.dequantize()
         layout = _layout(x)
-        data = torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8).int_repr()
+        quantized = torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8)
+        # Its bytes as a plain uint8 tensor: a view of the same storage (int_repr would copy them).
+        data = torch.empty(0, dtype=torch.uint8).set_(
+            quantized.untyped_storage(), quantized.storage_offset(), quantized.size(), quantized.stride()
+        )
         if self.qmax < 255:
             data = data.clamp_(max=self.qmax)
         return QTensor(data.contiguous(memory_format=layout), self.scale, self.zero_point)
