@@ -130,6 +130,36 @@ VARIANTS = {
             "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
         },
     },
+    # Gated units: residual cGRU twins (the candidate's input path starts at zero, so the state stays 0 and training
+    # starts from the per-frame model's exact logits). A cGRU unit costs more than a cRNN one: the temporal step is
+    # 2.503x a per-frame step with units on every level, 1.501x with one on level 2 (`training_flops` at 64x128),
+    # so equal FLOPs give 240 x 1.459 / 2.503 = 140 and 240 x 1.459 / 1.501 = 233 steps at --minutes 4.
+    "residual cGRU units + CutMix 0.5, 140 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 140, 10.0: 350},
+        "finetune_options": {
+            "model": {"name": "vanilla-cgru-small-shallow", "temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    "residual cGRU units + CutMix 0.5, temporal_levels [2], 233 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 233, 10.0: 583},
+        "finetune_options": {
+            "model": {"name": "vanilla-cgru-small-shallow", "temporal_residual": True, "temporal_levels": [2]},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    # The per-frame network frozen after pre-training: only the units learn, so they cannot trade the per-frame
+    # features for memory. Same steps as the demo (its frozen backward is cheaper: at most equal FLOPs).
+    "residual units + CutMix 0.5, per-frame weights frozen": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "optim": {"freeze": ["encoder.", "decoder.", "head."]},
+        },
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 

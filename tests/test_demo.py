@@ -97,6 +97,25 @@ def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
     assert DemoPlan.create(tmp_path, minutes=10).steps == steps  # deterministic for the same command
 
 
+
+def test_equal_compute_follows_the_temporal_runs_own_model(tmp_path):
+    """A temporal run on another model (cGRU units) or with fewer units gives the baseline the FLOPs of that run."""
+    plan = DemoPlan.create(tmp_path, minutes=10)
+    per_frame = training_flops(BASELINE_MODEL, plan.size)
+    baselines = {}
+    for label, model in [
+        ("crnn", {"temporal_residual": True}),
+        ("cgru", {"name": "vanilla-cgru-small-shallow", "temporal_residual": True}),
+        ("crnn level 2", {"temporal_residual": True, "temporal_levels": [2]}),
+    ]:
+        plan.finetune_options = {"model": model}
+        options = {key: value for key, value in model.items() if key != "name"}
+        flops = training_flops(model.get("name", TEMPORAL_MODEL), plan.size, **options)
+        steps = plan.schedule()
+        assert steps["baseline"] == steps["pretrain"] + round(steps["finetune"] * flops / per_frame)
+        baselines[label] = steps["baseline"]
+    assert baselines["cgru"] > baselines["crnn"] > baselines["crnn level 2"]
+
 def test_non_positive_minutes_is_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--minutes", "0"]) == 2
     assert "--minutes must be positive" in capsys.readouterr().err

@@ -102,9 +102,11 @@ class DemoPlan:
             temporal_minutes = self.minutes / 2
             pretrain = max(1, round(temporal_minutes * self.pretrain_share * STEPS_PER_MINUTE[BASELINE_MODEL]))
             finetune = max(1, round(temporal_minutes * (1 - self.pretrain_share) * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
-        # The temporal run's own options count: a warped state adds convolutions and sampling to every step.
-        options = architecture_options(self.finetune_options.get("model"))
-        ratio = training_flops(TEMPORAL_MODEL, self.size, **options) / training_flops(BASELINE_MODEL, self.size)
+        # The temporal run's own model and options count: a warped state adds convolutions and sampling to every
+        # step, a cGRU unit costs more than a cRNN one.
+        model = self.finetune_options.get("model")
+        name = (model or {}).get("name", TEMPORAL_MODEL)
+        ratio = training_flops(name, self.size, **architecture_options(model)) / training_flops(BASELINE_MODEL, self.size)
         return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(finetune * ratio)}
 
     def config(self, run: str) -> dict[str, Any]:
