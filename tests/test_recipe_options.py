@@ -548,6 +548,59 @@ def test_units_on_fewer_levels_cost_fewer_training_flops():
     assert deep - none == pytest.approx((full - none) / 3, rel=0.05)
 
 
+
+# ------------------------------------------------------------------------------- units with 1x1 kernels
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_1x1_units_are_a_per_pixel_recurrence_and_cost_a_ninth(unit):
+    from vidseg.demo.plan import training_flops
+
+    torch.manual_seed(0)
+    model = randomise_units(build_model(f"vanilla-{unit}-small-shallow", num_classes=5, temporal_kernel=1), std=0.1)
+    model = model.eval()
+    assert all(conv.kernel_size == (1, 1) for cell in model.temporal for conv in cell.modules()
+               if isinstance(conv, nn.Conv2d))
+    # Per pixel: a change of one pixel of the previous state reaches the same pixel of the next state only.
+    x = torch.rand(1, model.channels[0], 9, 11)
+    h = torch.rand(1, model.channels[0], 9, 11)
+    bumped = h.clone()
+    bumped[..., 4, 5] += 1.0
+    with torch.no_grad():
+        moved = (model.temporal[0](x, bumped) - model.temporal[0](x, h)).abs().sum(dim=1)[0]
+    assert moved[4, 5] > 0 and moved.sum() == moved[4, 5]
+    none = training_flops("vanilla-none-small-shallow", (32, 64))
+    three = training_flops(f"vanilla-{unit}-small-shallow", (32, 64))
+    one = training_flops(f"vanilla-{unit}-small-shallow", (32, 64), temporal_kernel=1)
+    assert one - none == pytest.approx((three - none) / 9, rel=0.1)
+
+
+def test_1x1_units_survive_fusion_int8_and_checkpoints():
+    from vidseg.models.quantized import QuantizedUNet, int8_available
+
+    torch.manual_seed(0)
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_kernel=1)
+    model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
+    frames = torch.randn(1, 3, 3, 21, 34)
+    with torch.no_grad():
+        expected, _ = model(frames)
+        fused, _ = optimize_for_inference(model, dtype=torch.float32)(frames)
+    assert (fused - expected).abs().max() < 1e-4
+    checkpoint = {
+        "model_name": "vanilla-crnn-small-shallow",
+        "num_classes": 5,
+        "model": model.state_dict(),
+        "config": {"model": {"temporal_residual": True, "temporal_kernel": 1}},
+    }
+    with torch.no_grad():
+        assert torch.equal(model_from_checkpoint(checkpoint).eval()(frames)[0], expected)
+    if int8_available():
+        network = QuantizedUNet(model)  # calibration mode computes the float model
+        state = None
+        for t in range(3):
+            got, state = network.step(frames[:, t], state)
+        torch.testing.assert_close(got, expected[:, -1], rtol=1e-4, atol=1e-4)
+
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -576,6 +629,9 @@ def test_options_are_off_by_default_and_parse():
         ({"temporal_levels": [3]}, {}, r"model.temporal_levels: expected distinct levels from 0 .* to 2 .*\[3\]"),
         ({"temporal_levels": [1, 1]}, {}, "model.temporal_levels: expected distinct"),
         ({"temporal_levels": []}, {}, "model.temporal_levels: expected distinct"),
+        ({"name": "vanilla-none-small-shallow", "temporal_kernel": 1}, {}, "model.temporal_kernel: needs"),
+        ({"temporal_kernel": 2}, {}, "model.temporal_kernel: expected an odd positive size .* found 2"),
+        ({"temporal_kernel": 0}, {}, "model.temporal_kernel: expected an odd positive size"),
     ],
 )
 def test_bad_option_combinations_are_errors(model, train, message):
@@ -591,6 +647,10 @@ def test_the_model_refuses_options_it_cannot_honour():
         build_model("vanilla-crnn-small-shallow", temporal_levels=[0, 3])
     with pytest.raises(ValueError, match="probability"):
         build_model("vanilla-cgru-small-shallow", state_dropout=-0.1)
+    with pytest.raises(ValueError, match="temporal_kernel must be odd and positive, got 4"):
+        build_model("vanilla-crnn-small-shallow", temporal_kernel=4)
+    with pytest.raises(ValueError, match="need temporal units"):
+        build_model("vanilla-none-small-shallow", temporal_kernel=1)
 
 
 # ------------------------------------------------------------------------------- the options in training

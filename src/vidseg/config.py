@@ -38,6 +38,9 @@ class ModelConfig:
     temporal_levels: list[int] | None = None
     """Encoder levels (0 = full resolution) that carry a temporal unit; null = every level (the report's models).
     The other levels pass their per-frame feature to the decoder, and their units' FLOPs are saved."""
+    temporal_kernel: int = 3
+    """Kernel size of the temporal units' convolutions (odd). 3 is the report's; 1 makes each unit a per-pixel
+    recurrence over channels at a ninth of the FLOPs (no spatial context inside the unit)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -426,10 +429,14 @@ def validate(config: Config, source: str) -> None:
         "state_dropout": model.state_dropout > 0,
         "warp_state": model.warp_state,
         "temporal_levels": model.temporal_levels is not None,
+        "temporal_kernel": model.temporal_kernel != 3,
     }
     if any(options.values()) and "-none-" in model.name:
         key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
+    if model.temporal_kernel < 1 or model.temporal_kernel % 2 == 0:
+        found = model.temporal_kernel
+        fail("model.temporal_kernel", f"expected an odd positive size (3 is the report's), found {found}")
     if model.temporal_levels is not None:
         from vidseg.models import SIZES, parse_model_name
 

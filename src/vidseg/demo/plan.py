@@ -106,7 +106,8 @@ class DemoPlan:
         # step, a cGRU unit costs more than a cRNN one.
         model = self.finetune_options.get("model")
         name = (model or {}).get("name", TEMPORAL_MODEL)
-        ratio = training_flops(name, self.size, **architecture_options(model)) / training_flops(BASELINE_MODEL, self.size)
+        temporal_flops = training_flops(name, self.size, **architecture_options(model))
+        ratio = temporal_flops / training_flops(BASELINE_MODEL, self.size)
         return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(finetune * ratio)}
 
     def config(self, run: str) -> dict[str, Any]:

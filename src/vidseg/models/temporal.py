@@ -76,13 +76,14 @@ class ConvRNN(nn.Module):
         channels: input and hidden channels.
         residual: the residual variant (see the module docstring): tanh instead of ReLU, input path zeroed.
         warp: motion-compensate the previous state first (``StateWarp``).
+        kernel: the convolutions' kernel size (odd; the report's units use 3).
     """
 
-    def __init__(self, channels: int, residual: bool = False, warp: bool = False):
+    def __init__(self, channels: int, residual: bool = False, warp: bool = False, kernel: int = 3):
         super().__init__()
         self.residual = residual
-        self.input_conv = nn.Conv2d(channels, channels, 3, padding=1)  # C_x
-        self.hidden_conv = nn.Conv2d(channels, channels, 3, padding=1)  # C_h
+        self.input_conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)  # C_x
+        self.hidden_conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)  # C_h
         if residual:
             zero_input_path(self)
         self.state_warp = StateWarp(channels) if warp else None
@@ -103,14 +104,16 @@ class ConvGRU(nn.Module):
         channels: input and hidden channels.
         residual: the residual variant (see the module docstring): the x half of C_n and its bias start at zero.
         warp: motion-compensate the previous state first (``StateWarp``).
+        kernel: the convolutions' kernel size (odd; the report's units use 3).
     """
 
-    def __init__(self, channels: int, residual: bool = False, warp: bool = False):
+    def __init__(self, channels: int, residual: bool = False, warp: bool = False, kernel: int = 3):
         super().__init__()
         self.channels = channels
         self.residual = residual
-        self.gates_conv = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)  # C_rz: first c are r, next c are z
-        self.candidate_conv = nn.Conv2d(2 * channels, channels, 3, padding=1)  # C_n
+        pad = kernel // 2
+        self.gates_conv = nn.Conv2d(2 * channels, 2 * channels, kernel, padding=pad)  # C_rz: r first, then z
+        self.candidate_conv = nn.Conv2d(2 * channels, channels, kernel, padding=pad)  # C_n
         if residual:
             zero_input_path(self)
         self.state_warp = StateWarp(channels) if warp else None

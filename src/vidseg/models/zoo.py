@@ -61,6 +61,7 @@ def build_model(
     state_dropout: float = 0.0,
     warp_state: bool = False,
     temporal_levels: Sequence[int] | None = None,
+    temporal_kernel: int = 3,
 ) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
@@ -71,6 +72,7 @@ def build_model(
         state_dropout: state dropout probability in training (``RecurrentUNet``).
         warp_state: units warp the previous state by a predicted motion (``RecurrentUNet``; adds parameters).
         temporal_levels: the levels that carry a unit, None = all (``RecurrentUNet``; fewer units, fewer parameters).
+        temporal_kernel: the units' kernel size (``RecurrentUNet``; 3 in the report's models).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -82,6 +84,7 @@ def build_model(
         state_dropout=state_dropout,
         warp_state=warp_state,
         temporal_levels=temporal_levels,
+        temporal_kernel=temporal_kernel,
     )
 
 
@@ -93,6 +96,7 @@ def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, An
         "temporal_residual": bool(model_config.get("temporal_residual", False)),
         "warp_state": bool(model_config.get("warp_state", False)),
         "temporal_levels": model_config.get("temporal_levels"),
+        "temporal_kernel": int(model_config.get("temporal_kernel", 3)),
     }
 
 
