@@ -22,7 +22,8 @@ def test_glibc_accepts_the_settings_once(monkeypatch):
     monkeypatch.setattr(allocator, "_mallopt", counting)
     assert allocator.keep_freed_memory() is True  # glibc returned 1 for both options
     assert allocator.keep_freed_memory() is True
-    assert calls == [(allocator._M_MMAP_MAX, 0), (allocator._M_TRIM_THRESHOLD, allocator._KEEP_BYTES)]
+    # glibc's malloc.h: M_MMAP_MAX is -4 (0 = no mmap), M_TRIM_THRESHOLD is -1; mallopt takes an int.
+    assert calls == [(-4, 0), (-1, 2**31 - 1)]
 
 
 def test_elsewhere_it_does_nothing(monkeypatch):

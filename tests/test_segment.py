@@ -335,3 +335,11 @@ def test_segmenter_infers_at_the_checkpoints_training_scale_by_default(checkpoin
     np.testing.assert_array_equal(fitted, np.stack(list(Segmenter(path, size=(8, 24)).stream(wide))))
     with pytest.raises(VidsegError, match="'checkpoint', 'input'"):
         Segmenter(path, size="train")
+
+
+def test_a_cpu_segmenter_asks_glibc_to_keep_freed_memory(checkpoint, monkeypatch):
+    path, _ = checkpoint
+    calls = []
+    monkeypatch.setattr("vidseg.segment.keep_freed_memory", lambda: calls.append("kept") or True)
+    Segmenter(path)
+    assert calls == ["kept"]
