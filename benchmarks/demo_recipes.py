@@ -170,6 +170,61 @@ VARIANTS = {
             "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
         },
     },
+    # Gated residual skips (model.temporal_gate): x + g * h, g from a 1x1 convolution of [x, h], so a clean frame can
+    # shut memory out of its skip. The gates make a temporal step 1.515x a per-frame step (1.107x with 1x1 units),
+    # so equal FLOPs give 240 x 1.459 / 1.515 = 231 steps (316 with 1x1 units).
+    "residual units + CutMix 0.5, skip gates, 231 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 231, 10.0: 578},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_gate": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    "residual units + CutMix 0.5, 1x1 units, skip gates, 316 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 316, 10.0: 791},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1, "temporal_gate": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    # Corrupted frames' cross-entropy down-weighted (loss.corrupted_weight): memory can win back far more loss on a
+    # corrupted frame than on a clean one, so the units' training leans to corrupted frames at clean ones' cost.
+    "residual units + CutMix 0.5, corrupted frames' loss x0.3": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
+    "residual units + CutMix 0.5, skip gates, corrupted frames' loss x0.3, 231 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 231, 10.0: 578},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_gate": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
+    # Controls: the per-frame twin trained on after pre-training, with the fine-tuning run's restarted schedule and
+    # rate, for the steps that the demo's fine-tuning FLOPs buy a per-frame model (680 - 330 = 350; 875 at
+    # --minutes 10). What the per-frame path would learn from the restart alone, without units.
+    "per-frame continuation + CutMix 0.5, 350 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 350, 10.0: 875},
+        "finetune_options": {
+            "model": {"name": "vanilla-none-small-shallow"},
+            "train": {"init_temporal": "default"},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    "per-frame continuation, 350 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 350, 10.0: 875},
+        "finetune_options": {"model": {"name": "vanilla-none-small-shallow"}, "train": {"init_temporal": "default"}},
+    },
 }
 THIN_CLASSES = ("pole", "traffic sign", "person")
 

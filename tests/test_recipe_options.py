@@ -601,6 +601,93 @@ def test_1x1_units_survive_fusion_int8_and_checkpoints():
             got, state = network.step(frames[:, t], state)
         torch.testing.assert_close(got, expected[:, -1], rtol=1e-4, atol=1e-4)
 
+# ------------------------------------------------------------------------------------------------ skip gates
+
+
+def gated_and_plain_twins(unit: str, bias: float) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """A gated residual model whose gates sit at ``bias`` (weights zero: g = sigmoid(bias) everywhere), the plain
+    residual model with the same units and the per-frame model with the same encoder and decoder."""
+    torch.manual_seed(0)
+    name = f"vanilla-{unit}-small-shallow"
+    gated = build_model(name, num_classes=5, temporal_residual=True, temporal_gate=True)
+    gated = randomise_units(with_random_batchnorm(gated), std=0.1).eval()
+    with torch.no_grad():
+        for gate in gated.skip_gates:
+            gate.conv.weight.zero_()
+            gate.conv.bias.fill_(bias)
+    plain = build_model(name, num_classes=5, temporal_residual=True).eval()
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
+    weights = {k: v for k, v in gated.state_dict().items() if not k.startswith("skip_gates.")}
+    plain.load_state_dict(weights)
+    per_frame.load_state_dict({k: v for k, v in weights.items() if not k.startswith("temporal.")})
+    return gated, plain, per_frame
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_skip_gates_scale_the_units_correction_and_leave_the_state_alone(unit):
+    frames = torch.randn(1, 4, 3, 24, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        closed, plain, per_frame = gated_and_plain_twins(unit, bias=-40.0)
+        logits, state = closed(frames)
+        plain_logits, plain_state = plain(frames)
+        # A shut gate passes the per-frame feature: the per-frame model's logits, though the units run and remember.
+        torch.testing.assert_close(logits, per_frame(frames)[0], rtol=1e-5, atol=1e-5)
+        assert (logits - plain_logits).abs().max() > 1e-2
+        for got, want in zip(state, plain_state):  # the state is h, not g * h
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+            assert want.abs().max() > 1e-2
+        open_gate, plain, _ = gated_and_plain_twins(unit, bias=40.0)
+        torch.testing.assert_close(open_gate(frames)[0], plain_logits, rtol=1e-5, atol=1e-5)
+        half, _, _ = gated_and_plain_twins(unit, bias=0.0)  # g = 1/2: halfway between, not either end
+        midway = half(frames)[0]
+    assert (midway - plain_logits).abs().max() > 1e-3 and (midway - logits).abs().max() > 1e-3
+
+
+def test_skip_gates_start_from_the_per_frame_logits_and_learn():
+    per_frame = with_random_batchnorm(build_model("vanilla-none-small-shallow", num_classes=5)).eval()
+    gated = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_gate=True)
+    gated.load_state_dict(per_frame.state_dict(), strict=False)
+    for cell in gated.temporal:
+        zero_input_path(cell)
+    frames = torch.randn(2, 3, 3, 16, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval()(frames)[0], per_frame(frames)[0], rtol=0, atol=0)
+    gated.train()
+    gated(frames)[0].square().mean().backward()
+    assert all(cell.input_conv.weight.grad.abs().sum() > 0 for cell in gated.temporal)
+
+
+def test_skip_gates_survive_fusion_and_checkpoints_and_int8_refuses_them():
+    from vidseg.models.quantized import QuantizedUNet
+
+    model = build_model("resnet-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_gate=True)
+    model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
+    frames = torch.randn(1, 3, 3, 21, 34)
+    with torch.no_grad():
+        expected, _ = model(frames)
+        fused, _ = optimize_for_inference(model, dtype=torch.float32)(frames)
+    assert (fused - expected).abs().max() < 1e-4
+    checkpoint = {
+        "model_name": "resnet-crnn-small-shallow",
+        "num_classes": 5,
+        "model": model.state_dict(),
+        "config": {"model": {"temporal_residual": True, "temporal_gate": True}},
+    }
+    with torch.no_grad():
+        assert torch.equal(model_from_checkpoint(checkpoint).eval()(frames)[0], expected)
+    with pytest.raises(ValueError, match="gated skips"):
+        QuantizedUNet(model)
+
+
+def test_skip_gates_cost_a_ninth_of_a_3x3_crnn_unit():
+    from vidseg.demo.plan import training_flops
+
+    none = training_flops("vanilla-none-small-shallow", (32, 64))
+    units = training_flops("vanilla-crnn-small-shallow", (32, 64), temporal_residual=True)
+    gated = training_flops("vanilla-crnn-small-shallow", (32, 64), temporal_residual=True, temporal_gate=True)
+    assert gated - units == pytest.approx((units - none) / 9, rel=0.15)
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -632,6 +719,8 @@ def test_options_are_off_by_default_and_parse():
         ({"name": "vanilla-none-small-shallow", "temporal_kernel": 1}, {}, "model.temporal_kernel: needs"),
         ({"temporal_kernel": 2}, {}, "model.temporal_kernel: expected an odd positive size .* found 2"),
         ({"temporal_kernel": 0}, {}, "model.temporal_kernel: expected an odd positive size"),
+        ({"temporal_gate": True}, {}, "model.temporal_gate: needs model.temporal_residual: true .* found"),
+        ({"name": "vanilla-none-small-shallow", "temporal_gate": True}, {}, "model.temporal_gate: needs temporal"),
     ],
 )
 def test_bad_option_combinations_are_errors(model, train, message):
@@ -651,6 +740,8 @@ def test_the_model_refuses_options_it_cannot_honour():
         build_model("vanilla-crnn-small-shallow", temporal_kernel=4)
     with pytest.raises(ValueError, match="need temporal units"):
         build_model("vanilla-none-small-shallow", temporal_kernel=1)
+    with pytest.raises(ValueError, match="temporal_gate gates the residual skip x \\+ h: it needs temporal_residual"):
+        build_model("vanilla-crnn-small-shallow", temporal_gate=True)
 
 
 # ------------------------------------------------------------------------------- the options in training

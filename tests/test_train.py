@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,36 @@ def test_loss_on_annotated_or_labelled_frames_equals_direct_cross_entropy():
                         denominator += float(weights[c])
     weighted = segmentation_loss(logits, batch, "labelled", weights)
     assert weighted.item() == pytest.approx(numerator / denominator, rel=1e-5)
+
+
+def test_corrupted_frames_weigh_corrupted_weight_times_a_clean_frame_in_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    labels = torch.randint(0, 4, (2, 3, 5, 6))
+    labels[1, 0, :2] = 255
+    corruption = torch.tensor([[0, 3, 0], [1, 0, 0]])
+    batch = {"labels": labels, "labelled": torch.ones(2, 3, dtype=torch.bool), "gt_index": torch.tensor([1, 2]),
+             "corruption": corruption}
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    # Direct sum: pixel weight = class weight x (corrupted_weight on corrupted frames, 1 on clean ones).
+    log_p = logits.log_softmax(dim=2)
+    for corrupted_weight in (0.0, 0.3, 2.0):
+        numerator = denominator = 0.0
+        for b, t in np.ndindex(2, 3):
+            frame = corrupted_weight if corruption[b, t] > 0 else 1.0
+            for y, x in np.ndindex(5, 6):
+                c = int(labels[b, t, y, x])
+                if c != 255:
+                    numerator -= frame * float(weights[c] * log_p[b, t, c, y, x])
+                    denominator += frame * float(weights[c])
+        got = segmentation_loss(logits, batch, "labelled", weights, corrupted_weight)
+        assert got.item() == pytest.approx(numerator / denominator, rel=1e-5)
+    # The annotated frame takes its own frame's weight: sample 0's is corrupted, sample 1's clean.
+    plain = segmentation_loss(logits, batch, "annotated", None)
+    only_clean = F.cross_entropy(logits[1:, 2], labels[1:, 2], ignore_index=255)
+    torch.testing.assert_close(segmentation_loss(logits, batch, "annotated", None, 0.0), only_clean)
+    assert segmentation_loss(logits, batch, "annotated", None, 0.0) != plain
+    assert segmentation_loss(logits, batch, "annotated", None, 1.0) == plain
 
 
 def test_loss_of_a_window_without_labels_is_zero_not_nan():

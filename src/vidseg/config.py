@@ -41,6 +41,9 @@ class ModelConfig:
     temporal_kernel: int = 3
     """Kernel size of the temporal units' convolutions (odd). 3 is the report's; 1 makes each unit a per-pixel
     recurrence over channels at a ninth of the FLOPs (no spatial context inside the unit)."""
+    temporal_gate: bool = False
+    """Residual units only: skips pass ``x + g * h``, where a 1x1 convolution of ``[x, h]`` gives the gate g, so
+    the model can keep memory out of a clean frame and let it into a corrupted one (``models.temporal.SkipGate``)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -115,6 +118,9 @@ class LossConfig:
     temporal_consistency: float = 0.0
     """Weight of the temporal-consistency term (``vidseg.training.losses``): consecutive frames' predictions
     disagreeing where optical flow says the pixel is the same; 0 = off."""
+    corrupted_weight: float = 1.0
+    """Weight of a corrupted frame's pixels in the cross-entropy (a sample's ``corruption`` code > 0: SynthCity's
+    bursts, ``data.corrupt``), relative to a clean frame's 1; 1 = every frame alike."""
 
 
 @dataclass
@@ -379,6 +385,7 @@ def validate(config: Config, source: str) -> None:
         "optim.final_lr_scale": [optim.final_lr_scale], "optim.grad_clip": [optim.grad_clip],
         "optim.copied_lr_scale": [optim.copied_lr_scale], "train.minutes": [train.minutes],
         "loss.temporal_consistency": [config.loss.temporal_consistency],
+        "loss.corrupted_weight": [config.loss.corrupted_weight],
     }
     for key, values in numbers.items():
         # NaN passes every comparison below unnoticed; infinities make no sense for any of these.
@@ -403,6 +410,8 @@ def validate(config: Config, source: str) -> None:
         fail("optim.copied_lr_scale", f"expected >= 0, found {optim.copied_lr_scale}")
     if config.loss.temporal_consistency < 0:
         fail("loss.temporal_consistency", f"expected a weight >= 0, found {config.loss.temporal_consistency}")
+    if config.loss.corrupted_weight < 0:
+        fail("loss.corrupted_weight", f"expected a weight >= 0, found {config.loss.corrupted_weight}")
     if config.loss.temporal_consistency > 0 and data.num_frames < 2:
         fail(
             "loss.temporal_consistency",
@@ -430,10 +439,14 @@ def validate(config: Config, source: str) -> None:
         "warp_state": model.warp_state,
         "temporal_levels": model.temporal_levels is not None,
         "temporal_kernel": model.temporal_kernel != 3,
+        "temporal_gate": model.temporal_gate,
     }
     if any(options.values()) and "-none-" in model.name:
         key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
+    if model.temporal_gate and not model.temporal_residual:
+        fail("model.temporal_gate", "needs model.temporal_residual: true (the gate scales h in the residual skip "
+             "x + h); found temporal_residual: false")
     if model.temporal_kernel < 1 or model.temporal_kernel % 2 == 0:
         found = model.temporal_kernel
         fail("model.temporal_kernel", f"expected an odd positive size (3 is the report's), found {found}")

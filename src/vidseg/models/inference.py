@@ -255,6 +255,7 @@ class InferenceUNet(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder = nn.ModuleList(_fuse(stage) for stage in model.encoder)
         self.temporal = nn.ModuleList(_fuse(unit) for unit in model.temporal)
+        self.skip_gates = nn.ModuleList(copy.deepcopy(gate) for gate in model.skip_gates)  # a 1x1 conv each, as is
         self.decoder = nn.ModuleList(_fuse(stage) for stage in model.decoder)
         self.head = FusedConv(model.head)
 

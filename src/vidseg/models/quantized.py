@@ -407,11 +407,14 @@ class QuantizedUNet(nn.Module):
             raise ValueError("int8 supports vanilla and resnet blocks, not convnext ones (GELU, reflect padding)")
         if model.warp_state:
             raise ValueError("int8 does not support state warping (model.warp_state)")
+        if model.skip_gates:
+            raise ValueError("int8 does not support gated skips (model.temporal_gate)")
         fused = inference.optimize_for_inference(model, torch.float32, channels_last=True)
         self.source = fused.source
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
         self.temporal_levels = model.temporal_levels
+        self.skip_gates = nn.ModuleList()
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)

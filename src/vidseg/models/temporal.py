@@ -69,6 +69,26 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return sampled.to(image.dtype)
 
 
+
+class SkipGate(nn.Module):
+    """The skip of a gated residual unit: ``x + g * h`` with ``g = sigmoid(C_g * [x, h])``, a 1x1 convolution.
+
+    The gate sees the current feature and the unit's new state, so it can keep memory out of a clean, confident
+    frame (g -> 0: the decoder gets the per-frame feature) and let it in where the frame is corrupted or
+    occluded (g -> 1). It gates the skip only: the state that goes on to the next frame is ``h`` unchanged.
+    Cost: 2c^2 multiply-adds per pixel, a ninth of a 3x3 cRNN unit's 18c^2.
+
+    Args:
+        channels: channels of the feature and of the state.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return x + torch.sigmoid(self.conv(torch.cat([x, h], dim=1))) * h
+
 class ConvRNN(nn.Module):
     """Convolutional RNN cell whose output is its hidden state.
 

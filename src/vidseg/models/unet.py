@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
 from vidseg.models.blocks import BlockSet
-from vidseg.models.temporal import drop_state
+from vidseg.models.temporal import SkipGate, drop_state
 
 if TYPE_CHECKING:
     from vidseg.models.inference import InferenceUNet
@@ -110,9 +110,11 @@ def apply_units(
     run = run or _called
     new_state: State = tuple(run(unit, features[level], h) for unit, level, h in zip(model.temporal, levels, hidden))
     skips = list(features)
-    for level, h in zip(levels, new_state):
+    gates = model.skip_gates or (None,) * len(levels)
+    for level, h, gate in zip(levels, new_state, gates):
         if model.temporal_residual:
-            skips[level] = (features[level] if real is None else real(features[level])) + h
+            feature = features[level] if real is None else real(features[level])
+            skips[level] = feature + h if gate is None else gate(feature, h)
         else:
             skips[level] = h
     return skips, new_state
@@ -204,6 +206,8 @@ class RecurrentUNet(nn.Module):
         temporal_levels: the encoder levels (0 = full resolution) that carry a temporal unit; None = every level.
         temporal_kernel: kernel size of the units' convolutions (odd; 3 in the report's models). 1 makes a unit a
             per-pixel recurrence over channels, at a ninth of the FLOPs.
+        temporal_gate: residual skips pass ``x + g * h`` with a gate g computed from x and h
+            (``vidseg.models.temporal.SkipGate``) instead of ``x + h``; needs ``temporal_residual``.
     """
 
     def __init__(
@@ -218,20 +222,28 @@ class RecurrentUNet(nn.Module):
         warp_state: bool = False,
         temporal_levels: Sequence[int] | None = None,
         temporal_kernel: int = 3,
+        temporal_gate: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
         if len(channels) < 2:
             raise ValueError(f"a UNet needs at least 2 levels, got channels={channels}")
         if temporal is None and (
-            temporal_residual or state_dropout or warp_state or temporal_levels is not None or temporal_kernel != 3
+            temporal_residual
+            or state_dropout
+            or warp_state
+            or temporal_levels is not None
+            or temporal_kernel != 3
+            or temporal_gate
         ):
             raise ValueError(
-                "temporal_residual, state_dropout, warp_state, temporal_levels and temporal_kernel need temporal "
-                "units; the model has none"
+                "temporal_residual, state_dropout, warp_state, temporal_levels, temporal_kernel and temporal_gate need "
+                "temporal units; the model has none"
             )
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and positive, got {temporal_kernel}")
+        if temporal_gate and not temporal_residual:
+            raise ValueError("temporal_gate gates the residual skip x + h: it needs temporal_residual=True")
         levels = tuple(range(len(channels))) if temporal_levels is None else tuple(sorted(temporal_levels))
         if temporal is not None and (
             not levels or len(set(levels)) != len(levels) or not all(0 <= level < len(channels) for level in levels)
@@ -261,6 +273,9 @@ class RecurrentUNet(nn.Module):
             unit_options["kernel"] = temporal_kernel
         self.temporal = nn.ModuleList(
             [temporal(channels[level], **unit_options) for level in self.temporal_levels] if temporal else []
+        )
+        self.skip_gates = nn.ModuleList(
+            [SkipGate(channels[level]) for level in self.temporal_levels] if temporal_gate else []
         )
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))

@@ -62,6 +62,7 @@ def build_model(
     warp_state: bool = False,
     temporal_levels: Sequence[int] | None = None,
     temporal_kernel: int = 3,
+    temporal_gate: bool = False,
 ) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
@@ -73,6 +74,7 @@ def build_model(
         warp_state: units warp the previous state by a predicted motion (``RecurrentUNet``; adds parameters).
         temporal_levels: the levels that carry a unit, None = all (``RecurrentUNet``; fewer units, fewer parameters).
         temporal_kernel: the units' kernel size (``RecurrentUNet``; 3 in the report's models).
+        temporal_gate: gated residual skips ``x + g * h`` (``RecurrentUNet``; adds a 1x1 convolution per unit).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -85,6 +87,7 @@ def build_model(
         warp_state=warp_state,
         temporal_levels=temporal_levels,
         temporal_kernel=temporal_kernel,
+        temporal_gate=temporal_gate,
     )
 
 
@@ -97,6 +100,7 @@ def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, An
         "warp_state": bool(model_config.get("warp_state", False)),
         "temporal_levels": model_config.get("temporal_levels"),
         "temporal_kernel": int(model_config.get("temporal_kernel", 3)),
+        "temporal_gate": bool(model_config.get("temporal_gate", False)),
     }
 
 

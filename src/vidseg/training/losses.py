@@ -19,30 +19,50 @@ from vidseg.models.temporal import warp
 
 
 def segmentation_loss(
-    logits: torch.Tensor, batch: dict, frames: str, class_weights: torch.Tensor | None
+    logits: torch.Tensor,
+    batch: dict,
+    frames: str,
+    class_weights: torch.Tensor | None,
+    corrupted_weight: float = 1.0,
 ) -> torch.Tensor:
     """Cross-entropy (ignore 255, optional class weights) on the annotated frame or on every labelled frame.
 
     Args:
         logits: ``[B, T, C, H, W]``.
-        batch: a collated sample batch with ``labels [B, T, H, W]``, ``labelled [B, T]``, ``gt_index [B]``.
+        batch: a collated sample batch with ``labels [B, T, H, W]``, ``labelled [B, T]``, ``gt_index [B]`` and,
+            where ``corrupted_weight`` is not 1, ``corruption [B, T]`` (0 = clean).
         frames: ``"annotated"`` or ``"labelled"``.
         class_weights: ``[C]`` or None.
+        corrupted_weight: weight of a corrupted frame's pixels relative to a clean frame's (each pixel's weight is
+            its class weight times its frame's weight).
 
     Returns:
-        The mean over counted pixels (weighted mean with class weights); 0 if no pixel counts.
+        The weighted mean over counted pixels; 0 if no pixel counts.
     """
     labels = batch["labels"].to(logits.device, non_blocking=True)
+    frame_weights = None
+    if corrupted_weight != 1.0:
+        corrupted = batch["corruption"].to(logits.device) > 0
+        frame_weights = torch.where(corrupted, corrupted_weight, 1.0)
     if frames == "annotated":
         rows = torch.arange(logits.shape[0], device=logits.device)
         gt_index = batch["gt_index"].to(logits.device)
         logits, labels = logits[rows, gt_index], labels[rows, gt_index]
+        frame_weights = None if frame_weights is None else frame_weights[rows, gt_index]
     else:
         labelled = batch["labelled"].to(logits.device)
         logits, labels = logits[labelled], labels[labelled]
+        frame_weights = None if frame_weights is None else frame_weights[labelled]
     logits = logits.float()
-    total = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
     counted = labels != IGNORE_INDEX
+    if frame_weights is not None:  # per-pixel weights: class weight x frame weight
+        pixel_weights = frame_weights.reshape(-1, 1, 1).expand_as(labels)
+        if class_weights is not None:
+            pixel_weights = pixel_weights * class_weights[labels.clamp(max=len(class_weights) - 1)]
+        pixel_weights = pixel_weights * counted
+        losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+        return (losses * pixel_weights).sum() / pixel_weights.sum().clamp(min=1e-12)
+    total = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
     if class_weights is None:
         denominator = counted.sum().to(total.dtype)
     else:
@@ -113,12 +133,13 @@ class Criterion:
     def __init__(self, loss: LossConfig, class_weights: torch.Tensor | None):
         self.frames = loss.frames
         self.class_weights = class_weights
+        self.corrupted_weight = float(loss.corrupted_weight)
         self.terms = [
             (name, float(getattr(loss, name)), build()) for name, build in LOSS_TERMS.items() if getattr(loss, name)
         ]
 
     def __call__(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        loss = segmentation_loss(logits, batch, self.frames, self.class_weights)
+        loss = segmentation_loss(logits, batch, self.frames, self.class_weights, self.corrupted_weight)
         for _, weight, term in self.terms:
             loss = loss + weight * term(logits, batch)
         return loss
