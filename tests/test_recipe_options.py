@@ -423,12 +423,14 @@ def test_fused_copy_int8_and_checkpoints_handle_state_warping():
 
 
 @pytest.mark.slow
-def test_onnx_export_streams_residual_units_and_state_warping_like_pytorch(tmp_path):
-    # One export (it takes seconds) for both options: the cGRU unit itself is unchanged by them, so the cRNN.
+def test_onnx_export_streams_residual_units_state_warping_and_skip_gates_like_pytorch(tmp_path):
+    # One export (it takes seconds) for the three options: the cGRU unit itself is unchanged by them, so the cRNN.
     pytest.importorskip("onnxruntime")
     from vidseg.export import export_onnx, run_onnx_sequence
 
-    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, warp_state=True)
+    model = build_model(
+        "vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, warp_state=True, temporal_gate=True
+    )
     model = randomise_units(with_random_batchnorm(model), std=0.05).eval()
     path = export_onnx(model, tmp_path / "options.onnx")
     frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(4))
@@ -657,8 +659,8 @@ def test_skip_gates_start_from_the_per_frame_logits_and_learn():
     assert all(cell.input_conv.weight.grad.abs().sum() > 0 for cell in gated.temporal)
 
 
-def test_skip_gates_survive_fusion_and_checkpoints_and_int8_refuses_them():
-    from vidseg.models.quantized import QuantizedUNet
+def test_skip_gates_survive_fusion_int8_and_checkpoints():
+    from vidseg.models.quantized import QuantizedUNet, int8_available
 
     model = build_model("resnet-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_gate=True)
     model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
@@ -675,8 +677,18 @@ def test_skip_gates_survive_fusion_and_checkpoints_and_int8_refuses_them():
     }
     with torch.no_grad():
         assert torch.equal(model_from_checkpoint(checkpoint).eval()(frames)[0], expected)
-    with pytest.raises(ValueError, match="gated skips"):
-        QuantizedUNet(model)
+    if int8_available():
+        network = QuantizedUNet(model)  # calibration mode computes the float model, gates included
+        state = None
+        for t in range(3):
+            got, state = network.step(frames[:, t], state)
+        torch.testing.assert_close(got, expected[:, -1], rtol=1e-4, atol=1e-4)
+        network.freeze()
+        state = None
+        for t in range(3):
+            got, state = network.step(frames[:, t], state)
+        agreement = (got.argmax(1) == expected[:, -1].argmax(1)).float().mean()
+        assert agreement > 0.9
 
 
 def test_skip_gates_cost_a_ninth_of_a_3x3_crnn_unit():

@@ -8,7 +8,8 @@ Post-training static quantization of the fused inference copy (``vidseg.models.i
   video, not of a first frame;
 - every convolution is one oneDNN kernel (``torch.ops.onednn.qconv2d_pointwise``) with its bias, the
   residual addition, the ReLU and the requantization to the next layer's uint8 fused in; convolutions whose
-  consumer needs real numbers (temporal gates, logits) write float32 directly;
+  consumer needs real numbers (temporal gates, logits) write float32 directly; the gates of gated residual skips
+  (``model.temporal_gate``, a 1x1 convolution each) run in float32 on the float32 skip inputs;
 - the recurrent state stays float32: it is quantized only where a convolution reads it, never stored rounded,
   so rounding errors do not accumulate from frame to frame over a long video.
 
@@ -407,14 +408,12 @@ class QuantizedUNet(nn.Module):
             raise ValueError("int8 supports vanilla and resnet blocks, not convnext ones (GELU, reflect padding)")
         if model.warp_state:
             raise ValueError("int8 does not support state warping (model.warp_state)")
-        if model.skip_gates:
-            raise ValueError("int8 does not support gated skips (model.temporal_gate)")
         fused = inference.optimize_for_inference(model, torch.float32, channels_last=True)
         self.source = fused.source
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
         self.temporal_levels = model.temporal_levels
-        self.skip_gates = nn.ModuleList()
+        self.skip_gates = fused.skip_gates  # float32 1x1 convolutions on the float32 skip (x dequantized, h float)
         self.num_classes = model.num_classes
         self.channels = model.channels
         self.activation_bits = activation_bits or (8 if has_vnni() else 7)
