@@ -208,12 +208,32 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.3},
         },
     },
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, 333 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 333, 10.0: 833},
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
     # Controls: the per-frame twin trained on after pre-training, with the fine-tuning run's restarted schedule and
     # rate, for the steps that the demo's fine-tuning FLOPs buy a per-frame model (680 - 330 = 350; 875 at
     # --minutes 10). What the per-frame path would learn from the restart alone, without units.
     "per-frame continuation + CutMix 0.5, 350 steps": {
         "finetune_lr": 3e-3,
         "finetune_steps": {4.0: 350, 10.0: 875},
+        "finetune_options": {
+            "model": {"name": "vanilla-none-small-shallow"},
+            "train": {"init_temporal": "default"},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    # The same for as many steps as the gated units get (231): what the per-frame path would learn in those steps
+    # without units (at two thirds of their FLOPs).
+    "per-frame continuation + CutMix 0.5, 231 steps": {
+        "finetune_lr": 3e-3,
+        "finetune_steps": {4.0: 231, 10.0: 578},
         "finetune_options": {
             "model": {"name": "vanilla-none-small-shallow"},
             "train": {"init_temporal": "default"},
