@@ -194,6 +194,22 @@ def test_zero_weight_gives_bitwise_the_segmentation_loss_and_a_weight_adds_the_t
     torch.testing.assert_close(weighted, plain + 0.5 * term)
 
 
+def test_the_criterion_weighs_corrupted_frames_by_the_configured_weight():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, HEIGHT, WIDTH)
+    labels = torch.randint(0, 5, (2, 3, HEIGHT, WIDTH))
+    corruption = torch.tensor([[0, 2, 0], [0, 0, 5]])
+    batch = {"labels": labels, "labelled": torch.ones(2, 3, dtype=torch.bool), "gt_index": torch.tensor([2, 1]),
+             "corruption": corruption}
+    weights = torch.rand(5) + 0.5
+    # Weight 0: the loss of the clean frames alone, as if the corrupted ones were unlabelled.
+    clean_only = segmentation_loss(logits, {**batch, "labelled": corruption == 0}, "labelled", weights)
+    got = Criterion(LossConfig(frames="labelled", corrupted_weight=0.0), weights)(logits, batch)
+    torch.testing.assert_close(got, clean_only)
+    everything = Criterion(LossConfig(frames="labelled"), weights)(logits, batch)
+    assert not torch.allclose(everything, clean_only)
+
+
 def test_identical_frames_give_zero_for_identical_predictions_and_more_for_differing_ones():
     frame, logits = textured(WIDTH, 0), smooth_logits(WIDTH, 0)
     batch = {"frames": clip_of([frame, frame, frame])}
