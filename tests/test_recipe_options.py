@@ -577,32 +577,6 @@ def test_1x1_units_are_a_per_pixel_recurrence_and_cost_a_ninth(unit):
     assert one - none == pytest.approx((three - none) / 9, rel=0.1)
 
 
-def test_1x1_units_survive_fusion_int8_and_checkpoints():
-    from vidseg.models.quantized import QuantizedUNet, int8_available
-
-    torch.manual_seed(0)
-    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_kernel=1)
-    model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
-    frames = torch.randn(1, 3, 3, 21, 34)
-    with torch.no_grad():
-        expected, _ = model(frames)
-        fused, _ = optimize_for_inference(model, dtype=torch.float32)(frames)
-    assert (fused - expected).abs().max() < 1e-4
-    checkpoint = {
-        "model_name": "vanilla-crnn-small-shallow",
-        "num_classes": 5,
-        "model": model.state_dict(),
-        "config": {"model": {"temporal_residual": True, "temporal_kernel": 1}},
-    }
-    with torch.no_grad():
-        assert torch.equal(model_from_checkpoint(checkpoint).eval()(frames)[0], expected)
-    if int8_available():
-        network = QuantizedUNet(model)  # calibration mode computes the float model
-        state = None
-        for t in range(3):
-            got, state = network.step(frames[:, t], state)
-        torch.testing.assert_close(got, expected[:, -1], rtol=1e-4, atol=1e-4)
-
 # ------------------------------------------------------------------------------------------------ skip gates
 
 
@@ -659,22 +633,26 @@ def test_skip_gates_start_from_the_per_frame_logits_and_learn():
     assert all(cell.input_conv.weight.grad.abs().sum() > 0 for cell in gated.temporal)
 
 
-def test_skip_gates_survive_fusion_int8_and_checkpoints():
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("vanilla-crnn-small-shallow", {"temporal_residual": True, "temporal_kernel": 1}),
+        ("resnet-crnn-small-shallow", {"temporal_residual": True, "temporal_gate": True}),
+    ],
+    ids=["1x1 units", "skip gates"],
+)
+def test_1x1_units_and_skip_gates_survive_fusion_int8_and_checkpoints(name, options):
     from vidseg.models.quantized import QuantizedUNet, int8_available
 
-    model = build_model("resnet-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_gate=True)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5, **options)
     model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
     frames = torch.randn(1, 3, 3, 21, 34)
     with torch.no_grad():
         expected, _ = model(frames)
         fused, _ = optimize_for_inference(model, dtype=torch.float32)(frames)
     assert (fused - expected).abs().max() < 1e-4
-    checkpoint = {
-        "model_name": "resnet-crnn-small-shallow",
-        "num_classes": 5,
-        "model": model.state_dict(),
-        "config": {"model": {"temporal_residual": True, "temporal_gate": True}},
-    }
+    checkpoint = {"model_name": name, "num_classes": 5, "model": model.state_dict(), "config": {"model": options}}
     with torch.no_grad():
         assert torch.equal(model_from_checkpoint(checkpoint).eval()(frames)[0], expected)
     if int8_available():
@@ -687,8 +665,7 @@ def test_skip_gates_survive_fusion_int8_and_checkpoints():
         state = None
         for t in range(3):
             got, state = network.step(frames[:, t], state)
-        agreement = (got.argmax(1) == expected[:, -1].argmax(1)).float().mean()
-        assert agreement > 0.9
+        assert (got.argmax(1) == expected[:, -1].argmax(1)).float().mean() > 0.9
 
 
 def test_skip_gates_cost_a_ninth_of_a_3x3_crnn_unit():
