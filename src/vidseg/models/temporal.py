@@ -15,6 +15,9 @@ residual cRNN uses tanh instead of ReLU, y_t = tanh(C_x * x_t + C_h * y_{t-1}), 
 the model computes exactly its per-frame twin until training moves them; the recurrent weights keep their
 random initialisation.
 
+Gated residual skips (``RecurrentUNet(temporal_gate=True)``, ``SkipGate``): the skip is ``x_t + g_t * h_t`` with a
+gate ``g_t`` from a 1x1 convolution of ``[x_t, h_t]``; the state stays ``h_t``.
+
 State warping, ``warp=True`` (``RecurrentUNet(warp_state=True)``): before the unit, the previous state is
 motion-compensated, as NetWarp (Gadde et al., 2017) and GRFP (Nilsson and Sminchisescu, 2018) warp theirs with
 optical flow; here the flow is the model's own: ``StateWarp`` predicts it from the current features and the
@@ -69,7 +72,6 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return sampled.to(image.dtype)
 
 
-
 class SkipGate(nn.Module):
     """The skip of a gated residual unit: ``x + g * h`` with ``g = sigmoid(C_g * [x, h])``, a 1x1 convolution.
 
@@ -88,6 +90,7 @@ class SkipGate(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return x + torch.sigmoid(self.conv(torch.cat([x, h], dim=1))) * h
+
 
 class ConvRNN(nn.Module):
     """Convolutional RNN cell whose output is its hidden state.
