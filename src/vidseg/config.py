@@ -43,7 +43,8 @@ class ModelConfig:
     recurrence over channels at a ninth of the FLOPs (no spatial context inside the unit)."""
     temporal_gate: bool = False
     """Residual units only: skips pass ``x + g * h``, where a 1x1 convolution of ``[x, h]`` gives the gate g, so
-    the model can keep memory out of a clean frame and let it into a corrupted one (``models.temporal.SkipGate``)."""
+    the model could keep memory out of a clean frame and let it into a corrupted one (``models.temporal.SkipGate``;
+    in the issue 15 screen it did not learn that switch, docs/benchmarks.md section 6)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]

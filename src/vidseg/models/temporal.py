@@ -77,7 +77,8 @@ class SkipGate(nn.Module):
 
     The gate sees the current feature and the unit's new state, so it can keep memory out of a clean, confident
     frame (g -> 0: the decoder gets the per-frame feature) and let it in where the frame is corrupted or
-    occluded (g -> 1). It gates the skip only: the state that goes on to the next frame is ``h`` unchanged.
+    occluded (g -> 1); in the issue 15 screen it stayed near 1/2 on both kinds of frame (docs/benchmarks.md,
+    section 6). It gates the skip only: the state that goes on to the next frame is ``h`` unchanged.
     Cost: 2c^2 multiply-adds per pixel, a ninth of a 3x3 cRNN unit's 18c^2.
 
     Args:
