@@ -95,20 +95,26 @@ class DemoPlan:
         return f"vidseg demo --out {self.out} --minutes {self.minutes:g} --seed {self.seed}{quick}"
 
     def schedule(self) -> dict[str, int]:
-        """Steps of the pre-training, fine-tuning and baseline runs, at equal training FLOPs."""
+        """Steps of the pre-training, fine-tuning and baseline runs, at equal training FLOPs.
+
+        The fine-tuning budget is the FLOPs of the cRNN steps that ``STEPS_PER_MINUTE`` buys. The temporal run's
+        own model and options spend it: 1x1 units cost less per step and get more steps; a warped state, cGRU units
+        or longer training clips cost more and get fewer. The baseline gets the same FLOPs whatever the recipe, so
+        recipes share a baseline and the demo takes about the same time."""
         if self.quick:
-            pretrain, finetune = 3, 3
+            pretrain, reference_steps = 3, 3
         else:
             temporal_minutes = self.minutes / 2
             pretrain = max(1, round(temporal_minutes * self.pretrain_share * STEPS_PER_MINUTE[BASELINE_MODEL]))
-            finetune = max(1, round(temporal_minutes * (1 - self.pretrain_share) * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
-        # The temporal run's own model and options count: a warped state adds convolutions and sampling to every
-        # step, a cGRU unit costs more than a cRNN one.
+            finetune_minutes = temporal_minutes * (1 - self.pretrain_share)
+            reference_steps = max(1, round(finetune_minutes * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
+        per_frame = training_flops(BASELINE_MODEL, self.size)
+        budget = reference_steps * training_flops(TEMPORAL_MODEL, self.size) / per_frame  # per-frame steps
         model = self.finetune_options.get("model")
         name = (model or {}).get("name", TEMPORAL_MODEL)
-        temporal_flops = training_flops(name, self.size, **architecture_options(model))
-        ratio = temporal_flops / training_flops(BASELINE_MODEL, self.size)
-        return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(finetune * ratio)}
+        ratio = training_flops(name, self.size, **architecture_options(model)) / per_frame
+        ratio *= self.finetune_options.get("data", {}).get("num_frames", self.window) / self.window  # longer clips
+        return {"pretrain": pretrain, "finetune": max(1, round(budget / ratio)), "baseline": pretrain + round(budget)}
 
     def config(self, run: str) -> dict[str, Any]:
         """The training config (a plain dict, as in a YAML file) of one of the runs."""
@@ -151,21 +157,25 @@ class DemoPlan:
         """How the temporal run trains, in words, for the report (follows ``finetune_options``)."""
         model = self.finetune_options.get("model", {})
         data = self.finetune_options.get("data", {})
+        loss = self.finetune_options.get("loss", {})
+        units = "1x1 cRNN units" if model.get("temporal_kernel") == 1 else "cRNN units"
         if model.get("temporal_residual"):
             parts = [
-                "residual cRNN units (skips pass x + h; each unit's input path starts at zero, so training starts "
+                f"residual {units} (skips pass x + h; each unit's input path starts at zero, so training starts "
                 "from the per-frame model's exact outputs)"
             ]
         else:
-            parts = ["cRNN units (identity-initialised, so training starts from the per-frame model's exact outputs)"]
+            parts = [f"{units} (identity-initialised, so training starts from the per-frame model's exact outputs)"]
         mixup = data.get("mixup", {})
         if mixup.get("kind") == "cutmix":
             parts.append(f"CutMix on {mixup.get('prob', 0.5):.0%} of the training clips (one box on every frame)")
         if isinstance(data.get("frame_stride"), list):
             low, high = data["frame_stride"]
             parts.append(f"random frame skipping ({low} to {high} frames apart)")
+        if loss.get("corrupted_weight", 1.0) != 1.0:
+            parts.append(f"corrupted frames' cross-entropy weighted {loss['corrupted_weight']:g}x a clean frame's")
         for key, value in sorted(model.items()):
-            if key not in ("temporal_residual", "name") and value:
+            if key not in ("temporal_residual", "name") and value and not (key == "temporal_kernel" and value == 1):
                 parts.append(f"model.{key}={value}")
         return ", ".join(parts)
 
