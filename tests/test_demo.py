@@ -67,11 +67,14 @@ def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_di
     assert finetune.model.name == TEMPORAL_MODEL
     assert finetune.train.init_from.endswith("pretrain/last.pt")
     assert finetune.train.init_temporal == "identity"
-    # The recipe the issue 15 screen chose: residual units and CutMix, on the temporal run only.
-    assert finetune.model.temporal_residual and finetune.data.mixup.kind == "cutmix"
-    baseline = load_config(demo_dir / "configs" / "baseline.yaml")
-    assert baseline.model.name == BASELINE_MODEL
-    assert not baseline.model.temporal_residual and baseline.data.mixup.kind == "none"
+    # The recipe the issue 15 screen chose: residual 1x1 units, CutMix, corrupted frames' loss at 0.5, on the
+    # temporal run only.
+    assert finetune.model.temporal_residual and finetune.model.temporal_kernel == 1
+    assert finetune.data.mixup.kind == "cutmix" and finetune.loss.corrupted_weight == 0.5
+    for run in ("baseline", "pretrain"):
+        config = load_config(demo_dir / "configs" / f"{run}.yaml")
+        assert config.model.name == BASELINE_MODEL and not config.model.temporal_residual
+        assert config.data.mixup.kind == "none" and config.loss.corrupted_weight == 1.0
 
 
 def test_finetune_options_reach_the_temporal_run_only_and_give_a_valid_config(tmp_path):

@@ -299,8 +299,9 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
             f"temporal model: {steps['pretrain']} steps of per-frame pre-training, then {steps['finetune']} steps "
             f"with {plan.temporal_recipe()};"
             + (
-                " what changed: before issue 15 the demo fine-tuned plain identity-initialised cRNN units without "
-                "CutMix (the screen that chose this recipe is in docs/benchmarks.md, section 6);"
+                " what changed: before issue 15 the demo fine-tuned plain identity-initialised 3x3 cRNN units without "
+                "CutMix, then residual 3x3 units with CutMix; this recipe loses less on clean frames and thin classes "
+                "for a little less on corrupted ones (the screens that chose it are in docs/benchmarks.md, section 6);"
                 if plan.finetune_options
                 else ""
             ),
