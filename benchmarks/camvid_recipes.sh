@@ -5,22 +5,28 @@
 #   per-frame: 526 more steps of vanilla-none-small-deep;
 #   temporal:  366 steps of residual vanilla-crnn-small-deep, units starting at zero (the per-frame model exactly);
 # 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
-# Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...]   (options for both runs)
+# Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set ...]
+#   options before --temporal go to both runs, options after it to the temporal run only (a later train.steps wins);
 #   e.g. benchmarks/camvid_recipes.sh ../shared/camvid runs/camvid-twins/B1-none-40/last.pt runs/c03 \
-#        --set data.corrupt.rate=0.3
+#        --set data.corrupt.rate=0.3 --temporal --set model.temporal_kernel=1 --set train.steps=502
 set -euo pipefail
-root=${1:?usage: $0 CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...]}
+root=${1:?usage: $0 CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set KEY=VALUE ...]}
 pretrained=${2:?missing PRETRAINED_PT}
 out=${3:?missing OUT}
 shift 3
+both=() temporal=()
+while (($#)); do
+  if [[ $1 == --temporal ]]; then shift; temporal=("$@"); break; fi
+  both+=("$1"); shift
+done
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 common=(--set "data.root=$root" --set eval.every_epochs=0 --set train.tensorboard=false --set train.minutes=600
-  --set "train.init_from=$pretrained" "$@")
+  --set "train.init_from=$pretrained" "${both[@]}")
 
 vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
   --set model.name=vanilla-none-small-deep --set train.steps=526 --out "$out/per-frame" &
 vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
-  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 \
+  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 "${temporal[@]}" \
   --out "$out/temporal" &
 wait
 
