@@ -21,12 +21,12 @@ while (($#)); do
 done
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 common=(--set "data.root=$root" --set eval.every_epochs=0 --set train.tensorboard=false --set train.minutes=600
-  --set "train.init_from=$pretrained" "${both[@]}")
+  --set "train.init_from=$pretrained" ${both[@]+"${both[@]}"})
 
 vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
   --set model.name=vanilla-none-small-deep --set train.steps=526 --out "$out/per-frame" &
 vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
-  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 "${temporal[@]}" \
+  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 ${temporal[@]+"${temporal[@]}"} \
   --out "$out/temporal" &
 wait
 

@@ -1,10 +1,10 @@
 """Wall time of the demo's training runs under its current and previous temporal recipes, at the same FLOPs.
 
-The demo's schedule fixes the fine-tuning run's training FLOPs, not its time. 1x1 units cost 5% of a per-frame step
+The demo's schedule fixes the fine-tuning run's training FLOPs, not its time. 1x1 units add 5% to a per-frame step
 in FLOPs and get 833 steps where 3x3 units get 600, but a recurrent step has costs that no FLOP count sees (the frame
 loop, the units' elementwise work). This script trains the same fraction of each run's steps on a finished demo's
-data (the fine-tuning runs from its pre-training run), alternating the runs and keeping each one's best
-training-loop time, and projects the demo's total training time under each recipe.
+data (the fine-tuning runs from its pre-training run), alternating the runs and keeping each one's best time per
+step, and projects the demo's total training time under each recipe.
 
     vidseg demo --out runs/demo
     python benchmarks/demo_finetune_time.py --demo runs/demo --fraction 0.1
@@ -29,11 +29,12 @@ PREVIOUS = {"model": {"temporal_residual": True}, "data": {"mixup": {"kind": "cu
 """The recipe the demo trained before issue 15's 1x1 units: residual 3x3 cRNN units with CutMix."""
 
 
-def training_seconds(run_dir: Path) -> float:
-    """Seconds of the training loop to its last step, as the run logged them (set-up such as counting class
-    frequencies is left out)."""
+def seconds_per_step(run_dir: Path) -> float:
+    """Seconds per step between the run's first and last logged steps (set-up, data loader start and the first
+    logging window are left out, so runs of different lengths are timed alike)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [record for record in records if record.get("event") == "train"][-1]["elapsed_s"]
+    first, *_, last = [record for record in records if record.get("event") == "train"]
+    return (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
 
 
 def main() -> None:
@@ -66,11 +67,11 @@ def main() -> None:
         for _ in range(args.repeats):
             for plan, run, _full, times in runs.values():
                 train_run(plan, run, log=lambda *_: None)
-                times.append(training_seconds(plan.run_dir(run)))
+                times.append(seconds_per_step(plan.run_dir(run)))
     finally:
         shutil.rmtree(work)
 
-    per_step = {label: min(times) / plan.steps[run] for label, (plan, run, _full, times) in runs.items()}
+    per_step = {label: min(times) for label, (_plan, _run, _full, times) in runs.items()}
     baseline = per_step["per-frame baseline"]
     lines = [
         f"### The demo's training time under two temporal recipes (`--minutes {demo.minutes:g}`, "

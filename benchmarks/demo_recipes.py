@@ -24,11 +24,13 @@ import argparse
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 from common import write_result
 
+from vidseg.config import config_from_dict
 from vidseg.demo import DemoPlan, ModelResults, evaluate_run, train_run
 from vidseg.results import EvaluationResults, read_results
 
@@ -232,7 +234,7 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.5},
         },
     },
-    # Less per-frame pre-training: 1x1 units cost 5% of a per-frame step, so the fine-tuning run is nearly a
+    # Less per-frame pre-training: 1x1 units add 5% to a per-frame step, so the fine-tuning run is nearly a
     # per-frame run with memory; the schedule gives the 3x3 cRNN budget of the share to 1x1 steps.
     "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.5, pre-training share 0.3": {
         "pretrain_share": 0.3,
@@ -301,6 +303,20 @@ def figures(evaluation: EvaluationResults) -> tuple[float, ...]:
     return tuple(math.nan if value is None else 100 * value for value in values)
 
 
+def differences(ran: dict, planned: dict, prefix: str = "") -> list[str]:
+    """The config keys whose values differ, other than paths (``data.root``, ``train.init_from``)."""
+    found = []
+    for key in sorted(set(ran) | set(planned)):
+        name = f"{prefix}{key}"
+        if name in ("data.root", "train.init_from"):
+            continue
+        if isinstance(ran.get(key), dict) and isinstance(planned.get(key), dict):
+            found += differences(ran[key], planned[key], f"{name}.")
+        elif ran.get(key) != planned.get(key):
+            found.append(f"{name}: {ran.get(key)!r} ran, {planned.get(key)!r} planned")
+    return found
+
+
 def link(target: Path, name: Path) -> None:
     if not name.exists():
         name.parent.mkdir(parents=True, exist_ok=True)
@@ -365,18 +381,19 @@ def main() -> None:
             setattr(plan, key, value)
         plan.steps = plan.schedule()
         if finetune_steps is not None:  # the baseline steps that the run's FLOPs now buy follow
-            ratio = (plan.steps["baseline"] - plan.steps["pretrain"]) / plan.steps["finetune"]
             plan.steps["finetune"] = finetune_steps[demo.minutes]
-            plan.steps["baseline"] = plan.steps["pretrain"] + round(plan.steps["finetune"] * ratio)
+            plan.steps["baseline"] = plan.steps["pretrain"] + round(plan.steps["finetune"] * plan.finetune_cost())
         pretrained = pretrain_run(demo, plan, work)
         if not (pretrained / "evaluation.json").is_file():
             evaluate_run(demo, "pretrain")
         pretrain_rows[plan.steps["pretrain"]] = figures(evaluation(pretrained))
         if args.reuse and (plan.run_dir("finetune") / "evaluation.json").is_file():
-            ran = yaml.safe_load((plan.run_dir("finetune") / "config.yaml").read_text())["train"]["steps"]
-            if ran != plan.steps["finetune"]:
-                raise SystemExit(f"{plan.run_dir('finetune')} ran {ran} steps, this code plans "
-                                 f"{plan.steps['finetune']}: move it away to train it again")
+            ran = yaml.safe_load((plan.run_dir("finetune") / "config.yaml").read_text())
+            planned = config_from_dict(plan.config("finetune"), source="the plan")
+            changed = differences(asdict(config_from_dict(ran, source="the saved run")), asdict(planned))
+            if changed:
+                raise SystemExit(f"{plan.run_dir('finetune')} ran another config than this code plans "
+                                 f"({'; '.join(changed)}): move it away to train it again")
             results = evaluation(plan.run_dir("finetune"))
         else:
             link(demo.data_root, plan.data_root)

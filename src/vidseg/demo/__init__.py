@@ -6,8 +6,9 @@ corrupted frames, per corruption type, per number of frames seen, TC, mVC), segm
 and write ``report.md`` and ``report.html`` with plots, a side-by-side video and a strip of stills.
 
 The temporal twin is warm-started: a per-frame model is trained first, its weights are copied into the temporal
-model whose cRNN units start as the identity (C_x = identity, C_h = 0, so it reproduces the per-frame logits
-exactly), and the copy is fine-tuned with the units learning. "Equal compute" counts training FLOPs: the
+model whose cRNN units start so that it reproduces the per-frame logits exactly (residual units, the default: skips
+pass x + h with the units' input paths at zero; plain units: C_x = identity, C_h = 0), and the copy is fine-tuned
+with the units learning (the recipe: ``plan.FINETUNE_OPTIONS``). "Equal compute" counts training FLOPs: the
 per-frame baseline trains for as many FLOPs as the temporal model's whole schedule, pre-training included.
 
 Budgets are step counts derived from ``--minutes`` with fixed rates measured on a 2-core CPU, so the same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,17 @@ TEMPORAL_MODEL = "vanilla-crnn-small-shallow"
 # Optimizer steps per minute of the two models on SynthCity 64 x 128 (batch 4 x 5 frames, bf16, channels_last),
 # measured on the 2-core CPU this project is developed on. They turn --minutes into fixed step counts.
 STEPS_PER_MINUTE = {BASELINE_MODEL: 330.0, TEMPORAL_MODEL: 240.0}
+
+FINETUNE_OPTIONS: dict[str, dict[str, Any]] = {
+    "model": {"temporal_residual": True, "temporal_kernel": 1},
+    "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+    "loss": {"corrupted_weight": 0.5},
+}
+"""The demo's temporal recipe: residual 1x1 cRNN units (nearly free in FLOPs, so at ``--minutes 10`` the budget buys
+833 fine-tuning steps where 3x3 units get 600), CutMix on half the clips, corrupted frames' cross-entropy at half a
+clean frame's. Over seeds 0-2 at ``--minutes 10`` it beat the previous recipe (residual 3x3 units + CutMix) on the
+mean of all frames, clean frames and each thin class, kept corrupted frames above +20 on every seed, and gave up 1.4
+points of corrupted frames and of TC (docs/benchmarks.md, section 6)."""
 
 RUNS = ("baseline", "pretrain", "finetune")
 RUN_TITLES = {
@@ -54,19 +66,9 @@ class DemoPlan:
     """Training precision: bf16 autocast where the CPU has native bf16 convolutions, else float32 (bf16 through
     PyTorch's reference kernels trains about 10x slower on an AVX2-only CPU)."""
     copied_lr_scale: float = 1.0
-    finetune_options: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {
-            "model": {"temporal_residual": True, "temporal_kernel": 1},
-            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
-            "loss": {"corrupted_weight": 0.5},
-        }
-    )
-    """Recipe options of the temporal run, as config sections merged into its config. The default: residual 1x1
-    cRNN units (nearly free, so the FLOPs budget buys 833 fine-tuning steps where 3x3 units get 600), CutMix on half
-    the clips, corrupted frames' cross-entropy at half a clean frame's. Over seeds 0-2 at ``--minutes 10`` it beat
-    the previous recipe (residual 3x3 units + CutMix) on all frames, clean frames and every thin class, kept
-    corrupted frames above +20 on every seed, and gave up 1.4 points of corrupted frames and of TC (docs/benchmarks.md,
-    section 6). ``{}`` is the plain cRNN recipe of the first demo."""
+    finetune_options: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(FINETUNE_OPTIONS))
+    """Recipe options of the temporal run, as config sections merged into its config (default: ``FINETUNE_OPTIONS``;
+    ``{}`` is the plain cRNN recipe of the first demo)."""
     workers: int = 2
     quick: bool = False
     steps: dict[str, int] = field(default_factory=dict)
@@ -103,8 +105,9 @@ class DemoPlan:
 
         The fine-tuning budget is the FLOPs of the cRNN steps that ``STEPS_PER_MINUTE`` buys. The temporal run's
         own model and options spend it: 1x1 units cost less per step and get more steps; a warped state, cGRU units
-        or longer training clips cost more and get fewer. The baseline gets the same FLOPs whatever the recipe, so
-        recipes share a baseline and the demo takes about the same time."""
+        or longer training clips cost more and get fewer (``finetune_cost``; other data options, such as the batch
+        size, are not counted and must stay the baseline's). At a given pre-training share the baseline gets the same
+        steps whatever the recipe, so recipes share a baseline and the demo takes about the same time."""
         if self.quick:
             pretrain, reference_steps = 3, 3
         else:
@@ -114,11 +117,17 @@ class DemoPlan:
             reference_steps = max(1, round(finetune_minutes * STEPS_PER_MINUTE[TEMPORAL_MODEL]))
         per_frame = training_flops(BASELINE_MODEL, self.size)
         budget = reference_steps * training_flops(TEMPORAL_MODEL, self.size) / per_frame  # per-frame steps
+        finetune = max(1, round(budget / self.finetune_cost()))
+        return {"pretrain": pretrain, "finetune": finetune, "baseline": pretrain + round(budget)}
+
+    def finetune_cost(self) -> float:
+        """Training FLOPs of one fine-tuning step in per-frame steps: the temporal run's own model and options, and
+        its clip length against the baseline's."""
         model = self.finetune_options.get("model")
         name = (model or {}).get("name", TEMPORAL_MODEL)
-        ratio = training_flops(name, self.size, **architecture_options(model)) / per_frame
-        ratio *= self.finetune_options.get("data", {}).get("num_frames", self.window) / self.window  # longer clips
-        return {"pretrain": pretrain, "finetune": max(1, round(budget / ratio)), "baseline": pretrain + round(budget)}
+        flops = training_flops(name, self.size, **architecture_options(model))
+        clip = self.finetune_options.get("data", {}).get("num_frames", self.window) / self.window
+        return flops / training_flops(BASELINE_MODEL, self.size) * clip
 
     def config(self, run: str) -> dict[str, Any]:
         """The training config (a plain dict, as in a YAML file) of one of the runs."""
@@ -162,7 +171,9 @@ class DemoPlan:
         model = self.finetune_options.get("model", {})
         data = self.finetune_options.get("data", {})
         loss = self.finetune_options.get("loss", {})
-        units = "1x1 cRNN units" if model.get("temporal_kernel") == 1 else "cRNN units"
+        units = "cGRU units" if "cgru" in model.get("name", TEMPORAL_MODEL) else "cRNN units"
+        if model.get("temporal_kernel") == 1:
+            units = f"1x1 {units}"
         if model.get("temporal_residual"):
             parts = [
                 f"residual {units} (skips pass x + h; each unit's input path starts at zero, so training starts "
@@ -176,6 +187,8 @@ class DemoPlan:
         if isinstance(data.get("frame_stride"), list):
             low, high = data["frame_stride"]
             parts.append(f"random frame skipping ({low} to {high} frames apart)")
+        if "num_frames" in data:
+            parts.append(f"{data['num_frames']}-frame training clips")
         if loss.get("corrupted_weight", 1.0) != 1.0:
             parts.append(f"corrupted frames' cross-entropy weighted {loss['corrupted_weight']:g}x a clean frame's")
         for key, value in sorted(model.items()):

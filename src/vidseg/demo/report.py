@@ -16,7 +16,7 @@ from typing import Protocol
 
 from vidseg.demo.evaluation import ModelResults
 from vidseg.demo.media import Media
-from vidseg.demo.plan import BASELINE_MODEL, MODELS, RUN_TITLES, RUNS, TEMPORAL_MODEL, DemoPlan
+from vidseg.demo.plan import BASELINE_MODEL, FINETUNE_OPTIONS, MODELS, RUN_TITLES, RUNS, TEMPORAL_MODEL, DemoPlan
 from vidseg.fileio import atomic_write_text
 from vidseg.results import Figures
 
@@ -302,7 +302,7 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
                 " what changed: before issue 15 the demo fine-tuned plain identity-initialised 3x3 cRNN units without "
                 "CutMix, then residual 3x3 units with CutMix; this recipe loses less on clean frames and thin classes "
                 "for a little less on corrupted ones (the screens that chose it are in docs/benchmarks.md, section 6);"
-                if plan.finetune_options
+                if plan.finetune_options == FINETUNE_OPTIONS
                 else ""
             ),
             f"per-frame baseline: {steps['baseline']} steps, the same training FLOPs as the temporal schedule "
