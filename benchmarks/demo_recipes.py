@@ -256,6 +256,25 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.5},
         },
     },
+    # Corrupted frames train what reads the encoder's features (units, decoder, head) but not the encoder: the units
+    # keep the corrupted frames' signal, the per-frame path's features learn from clean frames (as in the baseline,
+    # where corrupted frames train the encoder too).
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.5, no encoder gradient from corrupted frames": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.5, "corrupted_encoder_gradient": 0.0},
+        },
+    },
+    "residual units + CutMix 0.5, 1x1 units, no encoder gradient from corrupted frames": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_encoder_gradient": 0.0},
+        },
+    },
     # Controls: the per-frame twin trained on after pre-training, with the fine-tuning run's restarted schedule and
     # rate, for the steps that the demo's fine-tuning FLOPs buy a per-frame model (680 - 330 = 350; 875 at
     # --minutes 10). What the per-frame path would learn from the restart alone, without units.

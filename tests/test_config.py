@@ -87,6 +87,8 @@ def test_bad_keys_and_types_name_key_file_and_expected_type(tmp_path, text, expe
         ({"train": {"steps": 1}, "data": {"crop": [0, 64]}}, "data.crop"),
         ({"train": {"steps": 1}, "loss": {"corrupted_weight": -0.5}}, "loss.corrupted_weight"),
         ({"train": {"steps": 1}, "loss": {"corrupted_weight": float("nan")}}, "loss.corrupted_weight"),
+        ({"train": {"steps": 1}, "loss": {"corrupted_encoder_gradient": 1.5}}, "loss.corrupted_encoder_gradient"),
+        ({"train": {"steps": 1}, "loss": {"corrupted_encoder_gradient": -0.1}}, "loss.corrupted_encoder_gradient"),
         # Options that would silently do nothing.
         ({"train": {"steps": 1}, "data": {"num_frames": 1}, "loss": {"temporal_consistency": 1.0}}, "data.num_frames"),
         ({"train": {"steps": 1}, "data": {"mixup": {"prob": 0.9}}}, "data.mixup.prob"),

@@ -677,6 +677,88 @@ def test_skip_gates_cost_a_ninth_of_a_3x3_crnn_unit():
     assert gated - units == pytest.approx((units - none) / 9, rel=0.15)
 
 
+# ------------------------------------------------------- corrupted frames' gradient into the encoder
+
+
+def parameter_grads(model: nn.Module, frames: torch.Tensor, scale: torch.Tensor | None, mode: str = "off") -> dict:
+    """Every parameter's gradient of the loss on sample 1 alone, the clip run with ``encoder_grad_scale``."""
+    model.zero_grad()
+    model.set_grad_checkpointing(mode != "off", "step" if mode == "off" else mode)
+    logits = ClipForward(model)(frames, scale)
+    logits[1].square().mean().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("mode", ["off", "step", "stage"])
+def test_encoder_grad_scale_scales_only_the_gradient_reaching_the_encoder(mode):
+    # Eval mode: BatchNorm uses its running statistics, so samples do not mix and sample 0's scale of 1 cannot
+    # carry sample 1's gradient into the encoder (in training mode the batch statistics do, slightly).
+    torch.manual_seed(0)
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_kernel=1)
+    model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
+    frames = torch.randn(2, 3, 3, 16, 32)
+    whole = parameter_grads(model, frames, None, mode)
+    encoder = [name for name in whole if name.startswith("encoder.")]
+    readers = [name for name in whole if not name.startswith("encoder.")]
+    assert encoder and any(name.startswith("temporal.") for name in readers)
+    assert all(whole[name].abs().sum() > 0 for name in encoder)
+    for value in (0.0, 0.5):
+        scale = torch.tensor([[1.0, 1.0, 1.0], [value, value, value]])
+        got = parameter_grads(model, frames, scale, mode)
+        assert got.keys() == whole.keys()
+        for name in encoder:
+            torch.testing.assert_close(got[name], value * whole[name], rtol=1e-5, atol=1e-9)
+        for name in readers:  # the units, decoder and head get the gradient whole
+            torch.testing.assert_close(got[name], whole[name], rtol=1e-5, atol=1e-9)
+    # Only the scaled sample's frames are scaled: sample 1's loss with sample 0 at 0 is the unscaled gradient.
+    got = parameter_grads(model, frames, torch.tensor([[0.0] * 3, [1.0] * 3]), mode)
+    for name in whole:
+        torch.testing.assert_close(got[name], whole[name], rtol=1e-5, atol=1e-9)
+    with torch.no_grad():  # the forward pass is unchanged
+        torch.testing.assert_close(ClipForward(model)(frames, torch.zeros(2, 3)), ClipForward(model)(frames))
+
+
+def test_corrupted_frames_with_no_encoder_gradient_leave_the_encoder_untouched(tmp_path, dense_tree):
+    # Every frame corrupted: with loss.corrupted_encoder_gradient 0 the encoder's weights stay those the run
+    # started from while the units and the decoder learn; with 1 the encoder learns too.
+    from vidseg.checkpoint import load_checkpoint
+
+    def run_config(name, steps, **extra):
+        raw = {
+            "model": {"name": name},
+            "data": {"root": str(dense_tree.root), "size": [16, 32], "num_frames": 3, "batch_size": 2},
+            "loss": {"frames": "labelled"},
+            "optim": {"lr": 1e-2},
+            "train": {"steps": steps, "tensorboard": False},
+            "eval": {"every_epochs": 0},
+        }
+        for section, values in extra.items():
+            raw[section].update(values)
+        return config_from_dict(raw, source="encoder gradient test")
+
+    train(run_config("vanilla-none-small-shallow", 1, data={"num_frames": 1}), tmp_path / "pre", log=quiet)
+    start = load_checkpoint(tmp_path / "pre" / "last.pt")["model"]
+    trained = {}
+    for value in (0.0, 1.0):
+        recipe = run_config(
+            "vanilla-crnn-small-shallow",
+            2,
+            model={"temporal_residual": True, "temporal_kernel": 1},
+            data={"corrupt": {"rate": 1.0}},
+            loss={"corrupted_encoder_gradient": value},
+            train={"steps": 2, "init_from": str(tmp_path / "pre" / "last.pt")},
+        )
+        train(recipe, tmp_path / f"run{value}", log=quiet)
+        trained[value] = load_checkpoint(tmp_path / f"run{value}" / "last.pt")["model"]
+    weights = [name for name in start if name.endswith(".weight") and start[name].dim() == 4]
+    encoder = [name for name in weights if name.startswith("encoder.")]
+    decoder = [name for name in weights if name.startswith("decoder.")]
+    assert encoder and decoder
+    assert all(torch.equal(trained[0.0][name], start[name]) for name in encoder)
+    assert all(not torch.equal(trained[0.0][name], start[name]) for name in decoder)
+    assert all(not torch.equal(trained[1.0][name], start[name]) for name in encoder)
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 

@@ -122,6 +122,10 @@ class LossConfig:
     corrupted_weight: float = 1.0
     """Weight of a corrupted frame's pixels in the cross-entropy (a sample's ``corruption`` code > 0: SynthCity's
     bursts, ``data.corrupt``), relative to a clean frame's 1; 1 = every frame alike."""
+    corrupted_encoder_gradient: float = 1.0
+    """Scale of the gradient that a corrupted frame's encoder features receive (from its own loss and, through the
+    state, from later frames'); the units, decoder and head get it whole. 0: corrupted frames do not train the
+    encoder, only what reads its features; 1 = every frame alike."""
 
 
 @dataclass
@@ -387,6 +391,7 @@ def validate(config: Config, source: str) -> None:
         "optim.copied_lr_scale": [optim.copied_lr_scale], "train.minutes": [train.minutes],
         "loss.temporal_consistency": [config.loss.temporal_consistency],
         "loss.corrupted_weight": [config.loss.corrupted_weight],
+        "loss.corrupted_encoder_gradient": [config.loss.corrupted_encoder_gradient],
     }
     for key, values in numbers.items():
         # NaN passes every comparison below unnoticed; infinities make no sense for any of these.
@@ -413,6 +418,11 @@ def validate(config: Config, source: str) -> None:
         fail("loss.temporal_consistency", f"expected a weight >= 0, found {config.loss.temporal_consistency}")
     if config.loss.corrupted_weight < 0:
         fail("loss.corrupted_weight", f"expected a weight >= 0, found {config.loss.corrupted_weight}")
+    if not 0 <= config.loss.corrupted_encoder_gradient <= 1:
+        fail(
+            "loss.corrupted_encoder_gradient",
+            f"expected a scale in [0, 1], found {config.loss.corrupted_encoder_gradient}",
+        )
     if config.loss.temporal_consistency > 0 and data.num_frames < 2:
         fail(
             "loss.temporal_consistency",

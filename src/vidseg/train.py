@@ -118,11 +118,21 @@ class ClipForward(nn.Module):
         self.model = model
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def step(self, frame: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        return self.model.step(frame.contiguous(memory_format=self.memory_format), state)
+    def step(
+        self, frame: torch.Tensor, state: State | None, encoder_grad_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        return self.model.step(frame.contiguous(memory_format=self.memory_format), state, encoder_grad_scale)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return run_clip(self.step, frames, None, self.model.in_channels)[0]
+    def forward(self, frames: torch.Tensor, encoder_grad_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``frames [B, T, 3, H, W]`` -> logits; ``encoder_grad_scale [B, T]`` as in ``RecurrentUNet.step``."""
+        if encoder_grad_scale is None:
+            return run_clip(self.step, frames, None, self.model.in_channels)[0]
+        scales = iter(encoder_grad_scale.unbind(1))  # run_clip steps through the frames in order
+
+        def step(frame: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+            return self.step(frame, state, next(scales))
+
+        return run_clip(step, frames, None, self.model.in_channels)[0]
 
 
 # ------------------------------------------------------------------------------------------------- the state
@@ -439,6 +449,10 @@ class Trainer:
     def micro_step(self, batch: dict, group_size: int, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch (gradients scaled by 1 / ``group_size``); its loss."""
         frames = batch["frames"].to(self.ctx.device, non_blocking=True)
+        encoder_grad_scale = None
+        if self.config.loss.corrupted_encoder_gradient != 1.0:
+            corrupted = batch["corruption"].to(self.ctx.device) > 0
+            encoder_grad_scale = torch.where(corrupted, self.config.loss.corrupted_encoder_gradient, 1.0)
         # Under DDP, gradients are all-reduced only on the last micro-batch of an accumulation group.
         gradient_sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self.ctx.distributed and not sync:
@@ -446,7 +460,7 @@ class Trainer:
             gradient_sync = self.clip_module.no_sync()
         with gradient_sync:
             with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = self.clip_module(frames)
+                logits = self.clip_module(frames, encoder_grad_scale)
             loss = self.criterion(logits, batch)
             scaled = loss / group_size
             if self.scaler is not None:

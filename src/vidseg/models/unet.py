@@ -68,12 +68,14 @@ def run_levels(
     x: torch.Tensor,
     state: State | None,
     real: Callable[[Any], torch.Tensor] | None = None,
+    encoder_grad_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Encoder, temporal units, decoder and head on one padded frame: the body of ``step``.
 
     Shared by ``RecurrentUNet`` and its fused and int8 copies (``vidseg.models.inference``, ``.quantized``), which
     have the same ``encoder``, ``temporal``, ``decoder`` and ``head`` module lists; ``real`` as in ``apply_units``.
-    Returns padded logits and the new state.
+    ``encoder_grad_scale [B]`` (training only) scales the gradient that each sample's encoder features receive from
+    the units and the decoder (``scale_gradient``). Returns padded logits and the new state.
     """
     recompute = getattr(model, "grad_checkpointing", "off") == "stage" and torch.is_grad_enabled()
     run = _recomputed if recompute else _called
@@ -81,6 +83,8 @@ def run_levels(
     for stage in model.encoder:
         x = run(stage, x)
         features.append(x)
+    if encoder_grad_scale is not None:  # after the encoder's own chain, so each feature is scaled once
+        features = [scale_gradient(feature, encoder_grad_scale) for feature in features]
     if model.is_temporal:
         skips, new_state = apply_units(model, features, state, run, real)
     else:
@@ -118,6 +122,24 @@ def apply_units(
         else:
             skips[level] = h
     return skips, new_state
+
+
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad.dtype).view(-1, *([1] * (grad.dim() - 1))), None
+
+
+def scale_gradient(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged in the forward pass; in the backward pass sample i's gradient times ``scale[i]`` (0 stops it,
+    1 passes it whole)."""
+    return _ScaleGradient.apply(x, scale)
 
 
 def _called(module: nn.Module, *args: Any) -> Any:
@@ -314,27 +336,36 @@ class RecurrentUNet(nn.Module):
                 "convert grayscale or RGBA frames to RGB first"
             )
 
-    def step(self, frame: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def step(
+        self, frame: torch.Tensor, state: State | None = None, encoder_grad_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """Segment one frame.
 
         Args:
             frame: ``[B, 3, H, W]`` normalised frames, any H and W.
             state: the state returned for the previous frame, or None to start from zeros.
+            encoder_grad_scale: training only: ``[B]``, the scale of the gradient that each sample's encoder
+                features receive from the units and the decoder (``loss.corrupted_encoder_gradient``); None = 1.
 
         Returns:
             logits ``[B, num_classes, H, W]`` and the new state.
         """
         if self.grad_checkpointing != "off" and torch.is_grad_enabled():
-            return recompute_in_backward(RecomputeOnce(self._step, self), frame, state, use_reentrant=False)
-        return self._step(frame, state)
+            return recompute_in_backward(
+                RecomputeOnce(self._step, self), frame, state, encoder_grad_scale, use_reentrant=False
+            )
+        return self._step(frame, state, encoder_grad_scale)
 
-    def _step(self, frame: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    def _step(
+        self, frame: torch.Tensor, state: State | None, encoder_grad_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         self._check_frame(frame)
         if self.training and self.state_dropout > 0 and state:
             state = drop_state(state, self.state_dropout)
         height, width = frame.shape[-2:]
         padded_h, padded_w = self.padded_size(height, width)
-        logits, state = run_levels(self, F.pad(frame, (0, padded_w - width, 0, padded_h - height)), state)
+        padded = F.pad(frame, (0, padded_w - width, 0, padded_h - height))
+        logits, state = run_levels(self, padded, state, encoder_grad_scale=encoder_grad_scale)
         return logits[..., :height, :width], state
 
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
