@@ -256,6 +256,46 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.5},
         },
     },
+    # One schedule instead of two: the pre-training run holds its rate after the warm-up (no decay), the fine-tuning
+    # run decays it; with the two cosine cycles, the per-frame continuation itself ends below the baseline.
+    "per-frame continuation + CutMix 0.5, 875 steps, pre-training holds its rate": {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_steps": {4.0: 350, 10.0: 875},
+        "finetune_options": {
+            "model": {"name": "vanilla-none-small-shallow"},
+            "train": {"init_temporal": "default"},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+        },
+    },
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.5, pre-training holds its rate": {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.5},
+        },
+    },
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, pre-training holds its rate": {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
+    # A control: units that learn from clean frames alone (corrupted frames carry no loss, only the state goes through
+    # them). What units cost clean frames when the corrupted frames do not compete for the shared weights.
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0": {
+        "finetune_lr": 3e-3,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.0},
+        },
+    },
     # Corrupted frames train what reads the encoder's features (units, decoder, head) but not the encoder: the units
     # keep the corrupted frames' signal, the per-frame path's features learn from clean frames (as in the baseline,
     # where corrupted frames train the encoder too).
@@ -343,12 +383,15 @@ def link(target: Path, name: Path) -> None:
 
 
 def pretrain_run(demo: DemoPlan, plan: DemoPlan, work: Path) -> Path:
-    """The pre-training run that ``plan`` starts from: the demo's own when the step count matches."""
+    """The pre-training run that ``plan`` starts from: the demo's own when its config is the same (step count and
+    schedule), else one shared by the variants that plan the same run."""
     steps = plan.steps["pretrain"]
-    if steps == demo.steps["pretrain"]:
+    if not differences(demo.config("pretrain"), plan.config("pretrain")):
         return demo.run_dir("pretrain")
-    shared = DemoPlan.create(work / f"pretrain-{steps}", seed=demo.seed, minutes=demo.minutes)
+    held = "" if plan.pretrain_final_lr_scale == 0 else f"-final-lr-{plan.pretrain_final_lr_scale:g}"
+    shared = DemoPlan.create(work / f"pretrain-{steps}{held}", seed=demo.seed, minutes=demo.minutes)
     shared.pretrain_share = plan.pretrain_share
+    shared.pretrain_final_lr_scale = plan.pretrain_final_lr_scale
     shared.steps = plan.steps
     if not (shared.run_dir("pretrain") / "evaluation.json").is_file():
         link(demo.data_root, shared.data_root)
@@ -405,7 +448,9 @@ def main() -> None:
         pretrained = pretrain_run(demo, plan, work)
         if not (pretrained / "evaluation.json").is_file():
             evaluate_run(demo, "pretrain")
-        pretrain_rows[plan.steps["pretrain"]] = figures(evaluation(pretrained))
+        scale = plan.pretrain_final_lr_scale
+        held = "" if scale == 0 else f", its rate held (final_lr_scale {scale:g})"
+        pretrain_rows[(plan.steps["pretrain"], held)] = figures(evaluation(pretrained))
         if args.reuse and (plan.run_dir("finetune") / "evaluation.json").is_file():
             ran = yaml.safe_load((plan.run_dir("finetune") / "config.yaml").read_text())
             planned = config_from_dict(plan.config("finetune"), source="the plan")
@@ -423,8 +468,8 @@ def main() -> None:
             results = evaluation(plan.run_dir("finetune"))
         steps = f"{plan.steps['pretrain']} + {plan.steps['finetune']}"
         rows.append((f"temporal, {name}", steps, f"{plan.steps['baseline']}", figures(results)))
-    for steps, values in sorted(pretrain_rows.items()):
-        rows.append((f"its per-frame twin after pre-training alone ({steps} steps)", steps, "-", values))
+    for (steps, held), values in sorted(pretrain_rows.items()):
+        rows.append((f"its per-frame twin after pre-training alone ({steps} steps{held})", steps, "-", values))
 
     lines = [
         f"### Temporal recipes on the demo's data, seed {demo.seed} (`--minutes {demo.minutes:g}`)",

@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vidseg.cli import main
@@ -92,6 +93,27 @@ def test_finetune_options_reach_the_temporal_run_only_and_give_a_valid_config(tm
     for run in ("baseline", "pretrain"):
         config = config_from_dict(plan.config(run), source="test")
         assert not config.model.temporal_residual and config.loss.temporal_consistency == 0.0
+
+
+def test_a_held_pretraining_rate_makes_the_temporal_schedule_warm_up_hold_and_decay(tmp_path):
+    from vidseg.config import config_from_dict
+    from vidseg.training.budget import LRSchedule
+
+    def rates(plan: DemoPlan, run: str) -> list[float]:
+        optim = config_from_dict(plan.config(run), source="test").optim
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=optim.lr)
+        schedule = LRSchedule(optimizer, optim.schedule, optim.warmup_fraction, optim.final_lr_scale)
+        return [optim.lr * schedule.factor(progress) for progress in (0.5, 0.99)]
+
+    plan = DemoPlan.create(tmp_path, minutes=10)
+    decayed = rates(plan, "pretrain")
+    assert decayed[1] < 0.01 * plan.lr  # the default: two cosine cycles, the first decayed to about 0
+    plan.pretrain_final_lr_scale = 1.0
+    assert rates(plan, "pretrain") == pytest.approx([plan.lr, plan.lr])  # held after the warm-up
+    finetune = rates(plan, "finetune")
+    assert finetune[1] < 0.01 * plan.finetune_lr  # the fine-tuning run decays it
+    for run in ("baseline", "finetune"):  # the option touches the pre-training run only
+        assert plan.config(run) == DemoPlan.create(tmp_path, minutes=10).config(run)
 
 
 def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):

@@ -66,6 +66,10 @@ class DemoPlan:
     """Training precision: bf16 autocast where the CPU has native bf16 convolutions, else float32 (bf16 through
     PyTorch's reference kernels trains about 10x slower on an AVX2-only CPU)."""
     copied_lr_scale: float = 1.0
+    pretrain_final_lr_scale: float = 0.0
+    """Where the pre-training run's cosine schedule ends, as a share of its rate: 0 decays it fully before the
+    fine-tuning run warms up again; 1 holds the rate after the warm-up, so that the fine-tuning run's decay is the
+    temporal schedule's only one (warm-up, hold, decay, as one schedule of the baseline's length)."""
     finetune_options: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(FINETUNE_OPTIONS))
     """Recipe options of the temporal run, as config sections merged into its config (default: ``FINETUNE_OPTIONS``;
     ``{}`` is the plain cRNN recipe of the first demo)."""
@@ -157,6 +161,8 @@ class DemoPlan:
             },
             "eval": {"every_epochs": 0, "every_steps": 0},
         }
+        if run == "pretrain" and self.pretrain_final_lr_scale != 0.0:
+            config["optim"]["final_lr_scale"] = self.pretrain_final_lr_scale
         if run == "finetune":
             config["train"]["init_from"] = str(self.run_dir("pretrain") / "last.pt")
             config["train"]["init_temporal"] = "identity"
