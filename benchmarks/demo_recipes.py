@@ -34,7 +34,9 @@ from vidseg.config import config_from_dict
 from vidseg.demo import DemoPlan, ModelResults, evaluate_run, train_run
 from vidseg.results import EvaluationResults, read_results
 
-# Each variant names every field it depends on, so that its meaning does not follow the demo's defaults.
+# Each variant names every field it depends on, so that its meaning does not follow the demo's defaults; a field
+# added to DemoPlan later has its value of the time in SCREENED_BEFORE (the variants that predate it assume it).
+SCREENED_BEFORE = {"pretrain_final_lr_scale": 0.0}
 VARIANTS = {
     "fine-tuning rate 1e-3": {"finetune_lr": 1e-3, "finetune_options": {}},
     "fine-tuning rate 3e-3": {"finetune_lr": 3e-3, "finetune_options": {}},
@@ -412,6 +414,7 @@ def main() -> None:
     summary = json.loads((Path(args.demo) / "results.json").read_text())
     demo = DemoPlan.create(args.demo, seed=summary["plan"]["seed"], minutes=summary["plan"]["minutes"])
     demo.finetune_options = summary["plan"].get("finetune_options", {})  # the recipe it ran (older demos: plain cRNN)
+    demo.pretrain_final_lr_scale = summary["plan"].get("pretrain_final_lr_scale", 0.0)  # older demos decayed it
     demo.steps = demo.schedule()
     if demo.steps != summary["plan"]["steps"]:
         raise SystemExit(f"{args.demo} was run with steps {summary['plan']['steps']}, this code plans {demo.steps}")
@@ -434,7 +437,7 @@ def main() -> None:
     pretrain_rows = {}
     for name in args.variants:
         plan = DemoPlan.create(work / name.replace(" ", "_"), seed=demo.seed, minutes=demo.minutes)
-        variant = dict(VARIANTS[name])
+        variant = {**SCREENED_BEFORE, **VARIANTS[name]}
         # Fine-tuning steps worked out for one demo budget (--minutes), replacing the equal-FLOPs schedule's count.
         finetune_steps = variant.pop("finetune_steps", None)
         if finetune_steps is not None and demo.minutes not in finetune_steps:

@@ -47,6 +47,9 @@ def own_recipe(plan: dict) -> str:
     """The recipe options the demo folders ran with (``results.json``), as ``section.key=value``."""
     options = plan.get("finetune_options") or {}
     words = [f"{section}.{key}={value}" for section, values in options.items() for key, value in values.items()]
+    scale = plan.get("pretrain_final_lr_scale", 0.0)  # demos before it decayed the pre-training rate to 0
+    if scale:
+        words.append(f"pre-training optim.final_lr_scale={scale:g}")
     return ", ".join(words) or "plain cRNN units"
 
 
@@ -58,7 +61,8 @@ def percent(results: EvaluationResults, get) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demos", nargs="+", help="demo folders screened by demo_recipes.py, one per seed")
-    parser.add_argument("--recipes", nargs="+", required=True, help="variant names of demo_recipes.py")
+    parser.add_argument("--recipes", nargs="*", default=[],
+                        help="variant names of demo_recipes.py (default: none, the demo's own run only)")
     args = parser.parse_args()
 
     demos = [Path(folder) for folder in args.demos]

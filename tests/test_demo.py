@@ -29,7 +29,8 @@ def test_report_has_the_tables_and_the_findings(demo_dir):
     assert "| per-frame |" in report and "| temporal |" in report
     assert "vidseg demo --out" in report and "--seed 3 --quick" in report
     # The training schedule names the default recipe and what changed from the earlier ones.
-    assert "with residual 1x1 cRNN units" in report and "weighted 0.5x a clean frame's" in report
+    assert "with residual 1x1 cRNN units" in report and "weighted 0.3x a clean frame's" in report
+    assert "pre-training at a held rate" in report
     assert "what changed: before issue 15" in report
 
 
@@ -71,14 +72,16 @@ def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_di
     assert finetune.model.name == TEMPORAL_MODEL
     assert finetune.train.init_from.endswith("pretrain/last.pt")
     assert finetune.train.init_temporal == "identity"
-    # The recipe the issue 15 screen chose: residual 1x1 units, CutMix, corrupted frames' loss at 0.5, on the
-    # temporal run only.
+    # The recipe the issue 15 screen chose: residual 1x1 units, CutMix, corrupted frames' loss at 0.3, on the
+    # temporal run only; the pre-training run holds its rate, the baseline's cosine decays to 0.
     assert finetune.model.temporal_residual and finetune.model.temporal_kernel == 1
-    assert finetune.data.mixup.kind == "cutmix" and finetune.loss.corrupted_weight == 0.5
-    for run in ("baseline", "pretrain"):
+    assert finetune.data.mixup.kind == "cutmix" and finetune.loss.corrupted_weight == 0.3
+    assert finetune.optim.final_lr_scale == 0.0
+    for run, final_lr_scale in (("baseline", 0.0), ("pretrain", 1.0)):
         config = load_config(demo_dir / "configs" / f"{run}.yaml")
         assert config.model.name == BASELINE_MODEL and not config.model.temporal_residual
         assert config.data.mixup.kind == "none" and config.loss.corrupted_weight == 1.0
+        assert config.optim.final_lr_scale == final_lr_scale
 
 
 def test_finetune_options_reach_the_temporal_run_only_and_give_a_valid_config(tmp_path):
@@ -106,14 +109,15 @@ def test_a_held_pretraining_rate_makes_the_temporal_schedule_warm_up_hold_and_de
         return [optim.lr * schedule.factor(progress) for progress in (0.5, 0.99)]
 
     plan = DemoPlan.create(tmp_path, minutes=10)
-    decayed = rates(plan, "pretrain")
-    assert decayed[1] < 0.01 * plan.lr  # the default: two cosine cycles, the first decayed to about 0
-    plan.pretrain_final_lr_scale = 1.0
-    assert rates(plan, "pretrain") == pytest.approx([plan.lr, plan.lr])  # held after the warm-up
+    assert rates(plan, "pretrain") == pytest.approx([plan.lr, plan.lr])  # the default: held after the warm-up
     finetune = rates(plan, "finetune")
     assert finetune[1] < 0.01 * plan.finetune_lr  # the fine-tuning run decays it
+    assert rates(plan, "baseline")[1] < 0.01 * plan.lr  # as the baseline's single cosine does
+    decayed = DemoPlan.create(tmp_path, minutes=10)
+    decayed.pretrain_final_lr_scale = 0.0
+    assert rates(decayed, "pretrain")[1] < 0.01 * plan.lr  # the old schedule: two cosine cycles
     for run in ("baseline", "finetune"):  # the option touches the pre-training run only
-        assert plan.config(run) == DemoPlan.create(tmp_path, minutes=10).config(run)
+        assert plan.config(run) == decayed.config(run)
 
 
 def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
@@ -177,6 +181,10 @@ def test_the_report_names_every_recipe_option_of_the_temporal_run(tmp_path):
                              "data": {"num_frames": 8}}
     words = plan.temporal_recipe()
     assert words.startswith("residual cGRU units") and "8-frame training clips" in words
+    assert "held rate" in plan.pretrain_recipe()  # the default
+    for scale, part in ((0.0, "decays to 0"), (0.5, "ends at 0.5x its rate")):
+        plan.pretrain_final_lr_scale = scale
+        assert part in plan.pretrain_recipe()
 
 
 def test_non_positive_minutes_is_a_clear_error(tmp_path, capsys):

@@ -296,13 +296,15 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
         Video(media.video, "Video (input | per-frame | temporal | ground truth)"),
         Heading(2, "Training schedule (equal compute)"),
         BulletList([
-            f"temporal model: {steps['pretrain']} steps of per-frame pre-training, then {steps['finetune']} steps "
+            f"temporal model: {steps['pretrain']} steps of {plan.pretrain_recipe()}, then {steps['finetune']} steps "
             f"with {plan.temporal_recipe()};"
             + (
                 " what changed: before issue 15 the demo fine-tuned plain identity-initialised 3x3 cRNN units without "
-                "CutMix, then residual 3x3 units with CutMix; this recipe loses less on clean frames and thin classes "
-                "for a little less on corrupted ones (the screens that chose it are in docs/benchmarks.md, section 6);"
-                if plan.finetune_options == FINETUNE_OPTIONS
+                "CutMix, then residual 3x3 units with CutMix, then 1x1 units with corrupted frames at half weight, "
+                "each after a pre-training run whose rate decayed to 0 (two cosine cycles, which cost even a per-frame "
+                "continuation clean frames); this recipe is at least the per-frame model on clean frames and keeps "
+                "its lead on corrupted ones (the screens that chose it are in docs/benchmarks.md, section 6);"
+                if plan.finetune_options == FINETUNE_OPTIONS and plan.pretrain_final_lr_scale == 1.0
                 else ""
             ),
             f"per-frame baseline: {steps['baseline']} steps, the same training FLOPs as the temporal schedule "
