@@ -288,6 +288,20 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.3},
         },
     },
+    # The demo's recipe with frame skipping in fine-tuning: clips whose frames lie 1 to 3 apart show the units larger
+    # motion, so that memory of a moving object (person) is stale more often in training than in the 1-apart clips.
+    (
+        "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, frame skip 1-3, "
+        "pre-training holds its rate"
+    ): {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 3]},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
     # A control: units that learn from clean frames alone (corrupted frames carry no loss, only the state goes through
     # them). What units cost clean frames when the corrupted frames do not compete for the shared weights.
     "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0": {
