@@ -292,16 +292,22 @@ def test_evaluate_command_with_int8(trained, synthcity_root, tmp_path, capsys, m
 
 
 @pytest.mark.parametrize(
-    "name, residual",
-    [("resnet-cgru-small-shallow", False), ("vanilla-cgru-small-shallow", True), ("vanilla-crnn-small-shallow", True)],
+    "name, residual, warp",
+    [
+        ("resnet-cgru-small-shallow", False, False),
+        ("vanilla-cgru-small-shallow", True, False),
+        ("vanilla-crnn-small-shallow", True, False),
+        ("vanilla-crnn-small-shallow", True, True),
+    ],
 )
-def test_calibration_mode_is_the_float_model(name, residual):
+def test_calibration_mode_is_the_float_model(name, residual, warp):
     """Before freeze() the int8 copy runs float32 convolutions on its rearranged weights (the decoder's
     upsampling as a 1x1 convolution whose output is shuffled into the concatenation, doubled candidate weights for
     tanh as one sigmoid): the model's own function, to float rounding, logits and state, frame after frame."""
     torch.manual_seed(0)
-    model = build_model(name, num_classes=5, temporal_residual=residual)
-    with torch.no_grad():  # away from the init (residual units start at zero, which would hide their tanh)
+    model = build_model(name, num_classes=5, temporal_residual=residual, warp_state=warp)
+    with torch.no_grad():  # away from the init (residual units start at zero, which would hide their tanh; the
+        # state warp starts as the identity, which would hide the warp)
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     model.eval()

@@ -9,7 +9,8 @@ Post-training static quantization of the fused inference copy (``vidseg.models.i
 - every convolution is one oneDNN kernel (``torch.ops.onednn.qconv2d_pointwise``) with its bias, the
   residual addition, the ReLU and the requantization to the next layer's uint8 fused in; convolutions whose
   consumer needs real numbers (temporal gates, logits) write float32 directly; the gates of gated residual skips
-  (``model.temporal_gate``, a 1x1 convolution each) run in float32 on the float32 skip inputs;
+  (``model.temporal_gate``, a 1x1 convolution each) run in float32 on the float32 skip inputs, and so does the
+  state warp (``model.warp_state``: a 2-channel motion convolution and a bilinear resampling of the state);
 - the recurrent state stays float32: it is quantized only where a convolution reads it, never stored rounded,
   so rounding errors do not accumulate from frame to frame over a long video.
 
@@ -329,10 +330,13 @@ class QConvGRU(nn.Module):
         doubled_bias = None if candidate.bias is None else 2 * candidate.bias
         self.candidate_x = QConv(2 * candidate.weight[:, :c], doubled_bias, stride, pad)
         self.candidate_h = QConv(2 * candidate.weight[:, c:], None, stride, pad)
+        self.state_warp = unit.state_warp  # float32, on the dequantized x: a 2-channel motion and a resampling
 
     def forward(self, x: Activation, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:
             h = torch.zeros(x.shape).contiguous(memory_format=torch.channels_last)
+        elif self.state_warp is not None:
+            h = self.state_warp(_real(x), h).contiguous(memory_format=torch.channels_last)
         gates = self.gates_h(self.hidden(h), other=self.gates_x(x))
         assert isinstance(gates, torch.Tensor)
         r, z = gates.sigmoid_().chunk(2, dim=1)
@@ -365,11 +369,14 @@ class QConvRNN(nn.Module):
                 conv.bias.data.mul_(2)
             zero_state_bias.mul_(2)
         self.register_buffer("zero_state_bias", zero_state_bias)
+        self.state_warp = unit.state_warp  # float32, on the dequantized x: a 2-channel motion and a resampling
 
     def forward(self, x: Activation, h: torch.Tensor | None) -> torch.Tensor:
         if h is None:
             other = self.zero_state_bias.expand(x.shape).contiguous(memory_format=torch.channels_last)
         else:
+            if self.state_warp is not None:
+                h = self.state_warp(_real(x), h).contiguous(memory_format=torch.channels_last)
             other = self.hidden_conv(self.hidden(h))
         y = self.input_conv(x, other=other)
         assert isinstance(y, torch.Tensor)
@@ -406,8 +413,6 @@ class QuantizedUNet(nn.Module):
         super().__init__()
         if any(isinstance(m, blocks.ConvNeXtBlock | blocks.ConvNeXtUp) for m in model.modules()):
             raise ValueError("int8 supports vanilla and resnet blocks, not convnext ones (GELU, reflect padding)")
-        if model.warp_state:
-            raise ValueError("int8 does not support state warping (model.warp_state)")
         fused = inference.optimize_for_inference(model, torch.float32, channels_last=True)
         self.source = fused.source
         self.is_temporal = model.is_temporal
