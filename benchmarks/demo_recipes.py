@@ -302,6 +302,43 @@ VARIANTS = {
             "loss": {"corrupted_weight": 0.3},
         },
     },
+    # The demo's recipe with the state motion-compensated before each unit (the model's own motion field, see
+    # ``StateWarp``): memory of a moving object follows it instead of staying where it was (person, traffic sign).
+    "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, warped state, pre-training holds its rate": {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1, "warp_state": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
+    # Both: the warp learns from the larger motion of clips whose frames lie 1 to 3 apart.
+    (
+        "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, warped state, frame skip 1-3, "
+        "pre-training holds its rate"
+    ): {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1, "warp_state": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 3]},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
+    # The same with milder skipping (frames 1 or 2 apart).
+    (
+        "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0.3, warped state, frame skip 1-2, "
+        "pre-training holds its rate"
+    ): {
+        "finetune_lr": 3e-3,
+        "pretrain_final_lr_scale": 1.0,
+        "finetune_options": {
+            "model": {"temporal_residual": True, "temporal_kernel": 1, "warp_state": True},
+            "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 2]},
+            "loss": {"corrupted_weight": 0.3},
+        },
+    },
     # A control: units that learn from clean frames alone (corrupted frames carry no loss, only the state goes through
     # them). What units cost clean frames when the corrupted frames do not compete for the shared weights.
     "residual units + CutMix 0.5, 1x1 units, corrupted frames' loss x0": {
@@ -423,6 +460,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
                         help=f"variants to run (default: all): {'; '.join(VARIANTS)}")
     parser.add_argument("--reuse", action="store_true", help="keep variants evaluated by an earlier run of this script")
+    parser.add_argument("--name", help="result file name under benchmarks/results (default: demo_recipes_seed<S>, "
+                        "with _minutes<M> at another budget than 10)")
     args = parser.parse_args()
 
     summary = json.loads((Path(args.demo) / "results.json").read_text())
@@ -506,7 +545,7 @@ def main() -> None:
     print(markdown)
     # The demo's default budget keeps the historical name; a screen at another budget gets its own file.
     budget = "" if demo.minutes == 10 else f"_minutes{demo.minutes:g}"
-    print(f"written to {write_result(f'demo_recipes_seed{demo.seed}{budget}', markdown)}")
+    print(f"written to {write_result(args.name or f'demo_recipes_seed{demo.seed}{budget}', markdown)}")
 
 
 if __name__ == "__main__":

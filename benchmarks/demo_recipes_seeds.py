@@ -10,7 +10,8 @@ TC > 0, each thin class >= 0).
         python benchmarks/demo_recipes.py --demo runs/demo4-$s --variants "residual units"; done
     python benchmarks/demo_recipes_seeds.py runs/demo4-0 runs/demo4-1 runs/demo4-2 --recipes "residual units"
 
-Results: a Markdown table on stdout and in ``benchmarks/results/demo_recipes_seeds.md``.
+Results: a Markdown table on stdout and in ``benchmarks/results/demo_recipes_seeds.md`` (``--name`` to write
+another file).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("demos", nargs="+", help="demo folders screened by demo_recipes.py, one per seed")
     parser.add_argument("--recipes", nargs="*", default=[],
                         help="variant names of demo_recipes.py (default: none, the demo's own run only)")
+    parser.add_argument("--name", default="demo_recipes_seeds", help="result file name under benchmarks/results")
     args = parser.parse_args()
 
     demos = [Path(folder) for folder in args.demos]
@@ -100,7 +102,7 @@ def main() -> None:
         lines.append(f"| temporal, {label} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
     print(markdown)
-    print(f"written to {write_result('demo_recipes_seeds', markdown)}")
+    print(f"written to {write_result(args.name, markdown)}")
 
 
 if __name__ == "__main__":
