@@ -130,8 +130,9 @@ def test_equal_compute_gives_the_baseline_the_temporal_flops(tmp_path):
     # The baseline's steps beyond the shared pre-training cost what the fine-tuning steps cost: each count is rounded
     # once, so they agree to within half a fine-tuning step plus half a baseline step.
     assert abs(steps["finetune"] * ratio - (steps["baseline"] - steps["pretrain"])) <= ratio / 2 + 0.5
-    # The default recipe's counts, as the issue 15 screen ran them (1x1 units: 600 x 1.459 / 1.051 steps).
-    assert steps == {"pretrain": 825, "finetune": 833, "baseline": 1700}
+    # The default recipe's counts, as the issue 15 screen ran them (1x1 units with a warped state: 819 steps where
+    # 1x1 units alone get 600 x 1.459 / 1.051 = 833).
+    assert steps == {"pretrain": 825, "finetune": 819, "baseline": 1700}
     assert DemoPlan.create(tmp_path, minutes=10).steps == steps  # deterministic for the same command
 
 
@@ -167,16 +168,17 @@ def test_the_report_names_every_recipe_option_of_the_temporal_run(tmp_path):
     plan.finetune_options = {}
     assert plan.temporal_recipe().startswith("cRNN units (identity-initialised")
     plan.finetune_options = {
-        "model": {"temporal_residual": True, "temporal_kernel": 1, "temporal_gate": True},
+        "model": {"temporal_residual": True, "temporal_kernel": 1, "temporal_gate": True, "warp_state": True},
         "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 3]},
         "loss": {"corrupted_weight": 0.3},
     }
     words = plan.temporal_recipe()
     assert words.startswith("residual 1x1 cRNN units (skips pass x + h")
     for part in ("CutMix on 50% of the training clips", "random frame skipping (1 to 3 frames apart)",
-                 "corrupted frames' cross-entropy weighted 0.3x a clean frame's", "model.temporal_gate=True"):
+                 "corrupted frames' cross-entropy weighted 0.3x a clean frame's", "model.temporal_gate=True",
+                 "the previous state warped before each unit"):
         assert part in words
-    assert "temporal_kernel" not in words  # said once, as "1x1"
+    assert "temporal_kernel" not in words and "warp_state" not in words  # said once, in words
     plan.finetune_options = {"model": {"name": "vanilla-cgru-small-shallow", "temporal_residual": True},
                              "data": {"num_frames": 8}}
     words = plan.temporal_recipe()

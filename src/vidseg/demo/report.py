@@ -302,9 +302,10 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
                 " what changed: before issue 15 the demo fine-tuned plain identity-initialised 3x3 cRNN units without "
                 "CutMix, then residual 3x3 units with CutMix, then 1x1 units with corrupted frames at half weight, "
                 "each after a pre-training run whose rate decayed to 0 (two cosine cycles, which cost even a per-frame "
-                "continuation clean frames); in the screens that chose it (--minutes 10, seeds 0-2; "
-                "docs/benchmarks.md, section 6) this recipe was at least the per-frame model on clean frames and kept "
-                "its lead on corrupted ones;"
+                "continuation clean frames), then without the warped state and frame skipping; in the screens that "
+                "chose it (--minutes 10, seeds 0-2; docs/benchmarks.md, section 6) this recipe was at least the "
+                "per-frame model on clean frames, on pole and on traffic sign, kept its lead on corrupted ones, and "
+                "lost person on one seed of three;"
                 if plan.finetune_options == FINETUNE_OPTIONS and plan.pretrain_final_lr_scale == 1.0
                 else ""
             ),
