@@ -25,6 +25,13 @@ FIGURES = {
     "mIoU corrupted": lambda r: r["corruption"]["corrupted"]["miou"],
     "TC": lambda r: r["tc"],
     "mVC_8": lambda r: r["mvc_8"],
+    # the thin or moving classes of issue 15, on all frames and on clean frames
+    "pole IoU all": lambda r: r["all_frames"]["iou"]["pole"],
+    "traffic sign IoU all": lambda r: r["all_frames"]["iou"]["traffic sign"],
+    "person IoU all": lambda r: r["all_frames"]["iou"]["person"],
+    "pole IoU clean": lambda r: r["corruption"]["clean"]["iou"]["pole"],
+    "traffic sign IoU clean": lambda r: r["corruption"]["clean"]["iou"]["traffic sign"],
+    "person IoU clean": lambda r: r["corruption"]["clean"]["iou"]["person"],
 }
 
 

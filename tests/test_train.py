@@ -517,3 +517,38 @@ def test_tensorboard_missing_is_said_once_and_training_goes_on(tmp_path, citysca
     notes = [m for m in messages if "TensorBoard is not installed" in m]
     assert len(notes) == 1 and "train.tensorboard=false" in notes[0]
     assert not (run / "tensorboard").exists() and (run / "metrics.jsonl").is_file()
+
+
+def test_corrupted_frames_without_class_weights_keep_their_total_weight_spread_evenly():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    labels = torch.randint(0, 4, (2, 3, 5, 6))
+    labels[0, 1, :3] = 255
+    corruption = torch.tensor([[0, 3, 0], [1, 0, 0]])
+    batch = {"labels": labels, "labelled": torch.ones(2, 3, dtype=torch.bool), "gt_index": torch.tensor([1, 2]),
+             "corruption": corruption}
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    # Direct sum: a clean frame's pixel weighs its class weight; a corrupted frame's pixel weighs corrupted_weight
+    # x the mean class weight of that frame's labelled pixels.
+    log_p = logits.log_softmax(dim=2)
+    for corrupted_weight in (1.0, 0.3):
+        numerator = denominator = 0.0
+        for b, t in np.ndindex(2, 3):
+            frame_classes = [int(c) for c in labels[b, t].flatten() if c != 255]
+            frame_mean = sum(float(weights[c]) for c in frame_classes) / len(frame_classes)
+            for y, x in np.ndindex(5, 6):
+                c = int(labels[b, t, y, x])
+                if c == 255:
+                    continue
+                weight = corrupted_weight * frame_mean if corruption[b, t] > 0 else float(weights[c])
+                numerator -= weight * float(log_p[b, t, c, y, x])
+                denominator += weight
+        got = segmentation_loss(logits, batch, "labelled", weights, corrupted_weight, corrupted_class_weights=False)
+        assert got.item() == pytest.approx(numerator / denominator, rel=1e-5)
+        class_weighted = segmentation_loss(logits, batch, "labelled", weights, corrupted_weight)
+        assert got.item() != pytest.approx(class_weighted.item())
+    # Without class weights there is nothing to drop: the loss is the plain one.
+    torch.testing.assert_close(
+        segmentation_loss(logits, batch, "labelled", None, 1.0, corrupted_class_weights=False),
+        segmentation_loss(logits, batch, "labelled", None),
+    )

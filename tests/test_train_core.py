@@ -208,6 +208,11 @@ def test_the_criterion_weighs_corrupted_frames_by_the_configured_weight():
     torch.testing.assert_close(got, clean_only)
     everything = Criterion(LossConfig(frames="labelled"), weights)(logits, batch)
     assert not torch.allclose(everything, clean_only)
+    # loss.corrupted_class_weights reaches the loss.
+    unweighted = segmentation_loss(logits, batch, "labelled", weights, 1.0, corrupted_class_weights=False)
+    got = Criterion(LossConfig(frames="labelled", corrupted_class_weights=False), weights)(logits, batch)
+    torch.testing.assert_close(got, unweighted)
+    assert not torch.allclose(got, everything)
 
 
 def test_identical_frames_give_zero_for_identical_predictions_and_more_for_differing_ones():

@@ -122,6 +122,10 @@ class LossConfig:
     corrupted_weight: float = 1.0
     """Weight of a corrupted frame's pixels in the cross-entropy (a sample's ``corruption`` code > 0: SynthCity's
     bursts, ``data.corrupt``), relative to a clean frame's 1; 1 = every frame alike."""
+    corrupted_class_weights: bool = True
+    """False: a corrupted frame's pixels are not weighted by class; each weighs the mean class weight of its frame's
+    labelled pixels (times ``corrupted_weight``), so a frame counts as much as before but a rare class gains
+    nothing from being guessed where the frame cannot be read."""
     corrupted_encoder_gradient: float = 1.0
     """Scale of the gradient that a corrupted frame's encoder features receive (from its own loss and, through the
     state, from later frames'); the units, decoder and head get it whole. 0: corrupted frames do not train the

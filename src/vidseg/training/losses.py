@@ -24,42 +24,48 @@ def segmentation_loss(
     frames: str,
     class_weights: torch.Tensor | None,
     corrupted_weight: float = 1.0,
+    corrupted_class_weights: bool = True,
 ) -> torch.Tensor:
     """Cross-entropy (ignore 255, optional class weights) on the annotated frame or on every labelled frame.
 
     Args:
         logits: ``[B, T, C, H, W]``.
         batch: a collated sample batch with ``labels [B, T, H, W]``, ``labelled [B, T]``, ``gt_index [B]`` and,
-            where ``corrupted_weight`` is not 1, ``corruption [B, T]`` (0 = clean).
+            where ``corrupted_weight`` is not 1 or ``corrupted_class_weights`` is False, ``corruption [B, T]``
+            (0 = clean).
         frames: ``"annotated"`` or ``"labelled"``.
         class_weights: ``[C]`` or None.
         corrupted_weight: weight of a corrupted frame's pixels relative to a clean frame's (each pixel's weight is
             its class weight times its frame's weight).
+        corrupted_class_weights: False: a corrupted frame's pixels all weigh the mean class weight of its counted
+            pixels (the frame's total weight unchanged, no class favoured where the frame is hard to read).
 
     Returns:
         The weighted mean over counted pixels; 0 if no pixel counts.
     """
     labels = batch["labels"].to(logits.device, non_blocking=True)
-    frame_weights = None
-    if corrupted_weight != 1.0:
-        corrupted = batch["corruption"].to(logits.device) > 0
-        frame_weights = torch.where(corrupted, corrupted_weight, 1.0)
+    per_pixel = corrupted_weight != 1.0 or (class_weights is not None and not corrupted_class_weights)
+    corrupted = batch["corruption"].to(logits.device) > 0 if per_pixel else None
     if frames == "annotated":
         rows = torch.arange(logits.shape[0], device=logits.device)
         gt_index = batch["gt_index"].to(logits.device)
         logits, labels = logits[rows, gt_index], labels[rows, gt_index]
-        frame_weights = None if frame_weights is None else frame_weights[rows, gt_index]
+        corrupted = None if corrupted is None else corrupted[rows, gt_index]
     else:
         labelled = batch["labelled"].to(logits.device)
         logits, labels = logits[labelled], labels[labelled]
-        frame_weights = None if frame_weights is None else frame_weights[labelled]
+        corrupted = None if corrupted is None else corrupted[labelled]
     logits = logits.float()
     counted = labels != IGNORE_INDEX
-    if frame_weights is not None:  # per-pixel weights: class weight x frame weight
-        pixel_weights = frame_weights.reshape(-1, 1, 1).expand_as(labels)
+    if corrupted is not None:  # per-pixel weights: class weight x frame weight
+        corrupted = corrupted.reshape(-1, 1, 1)
+        pixel_weights = torch.where(corrupted, corrupted_weight, 1.0) * counted
         if class_weights is not None:
-            pixel_weights = pixel_weights * class_weights[labels.clamp(max=len(class_weights) - 1)]
-        pixel_weights = pixel_weights * counted
+            class_weight = class_weights[labels.clamp(max=len(class_weights) - 1)] * counted
+            if not corrupted_class_weights:
+                frame_mean = class_weight.sum((1, 2), keepdim=True) / counted.sum((1, 2), keepdim=True).clamp(min=1)
+                class_weight = torch.where(corrupted, frame_mean * counted, class_weight)
+            pixel_weights = pixel_weights * class_weight
         losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
         return (losses * pixel_weights).sum() / pixel_weights.sum().clamp(min=1e-12)
     total = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -134,12 +140,15 @@ class Criterion:
         self.frames = loss.frames
         self.class_weights = class_weights
         self.corrupted_weight = float(loss.corrupted_weight)
+        self.corrupted_class_weights = loss.corrupted_class_weights
         self.terms = [
             (name, float(getattr(loss, name)), build()) for name, build in LOSS_TERMS.items() if getattr(loss, name)
         ]
 
     def __call__(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        loss = segmentation_loss(logits, batch, self.frames, self.class_weights, self.corrupted_weight)
+        loss = segmentation_loss(
+            logits, batch, self.frames, self.class_weights, self.corrupted_weight, self.corrupted_class_weights
+        )
         for _, weight, term in self.terms:
             loss = loss + weight * term(logits, batch)
         return loss
