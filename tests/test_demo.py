@@ -29,7 +29,8 @@ def test_report_has_the_tables_and_the_findings(demo_dir):
     assert "| per-frame |" in report and "| temporal |" in report
     assert "vidseg demo --out" in report and "--seed 3 --quick" in report
     # The training schedule names the default recipe and what changed from the earlier ones.
-    assert "with residual 1x1 cRNN units" in report and "weighted 0.3x a clean frame's" in report
+    assert "with residual 1x1 cRNN units" in report and "weighted 0.5x a clean frame's" in report
+    assert "corrupted frames' pixels not class-weighted" in report
     assert "pre-training at a held rate" in report
     assert "what changed: before issue 15" in report
 
@@ -72,15 +73,18 @@ def test_the_configs_written_are_valid_and_warm_start_the_temporal_model(demo_di
     assert finetune.model.name == TEMPORAL_MODEL
     assert finetune.train.init_from.endswith("pretrain/last.pt")
     assert finetune.train.init_temporal == "identity"
-    # The recipe the issue 15 screen chose: residual 1x1 units, CutMix, corrupted frames' loss at 0.3, on the
-    # temporal run only; the pre-training run holds its rate, the baseline's cosine decays to 0.
-    assert finetune.model.temporal_residual and finetune.model.temporal_kernel == 1
-    assert finetune.data.mixup.kind == "cutmix" and finetune.loss.corrupted_weight == 0.3
+    # The recipe the issue 15 screen chose: residual 1x1 units with a warped state, CutMix, frame skipping, corrupted
+    # frames' loss at 0.5 and not class-weighted, on the temporal run only; the pre-training run holds its rate, the
+    # baseline's cosine decays to 0.
+    assert finetune.model.temporal_residual and finetune.model.temporal_kernel == 1 and finetune.model.warp_state
+    assert finetune.data.mixup.kind == "cutmix" and finetune.data.frame_stride == [1, 3]
+    assert finetune.loss.corrupted_weight == 0.5 and not finetune.loss.corrupted_class_weights
     assert finetune.optim.final_lr_scale == 0.0
     for run, final_lr_scale in (("baseline", 0.0), ("pretrain", 1.0)):
         config = load_config(demo_dir / "configs" / f"{run}.yaml")
         assert config.model.name == BASELINE_MODEL and not config.model.temporal_residual
         assert config.data.mixup.kind == "none" and config.loss.corrupted_weight == 1.0
+        assert config.loss.corrupted_class_weights and config.data.frame_stride == 1
         assert config.optim.final_lr_scale == final_lr_scale
 
 
@@ -170,13 +174,13 @@ def test_the_report_names_every_recipe_option_of_the_temporal_run(tmp_path):
     plan.finetune_options = {
         "model": {"temporal_residual": True, "temporal_kernel": 1, "temporal_gate": True, "warp_state": True},
         "data": {"mixup": {"kind": "cutmix", "prob": 0.5}, "frame_stride": [1, 3]},
-        "loss": {"corrupted_weight": 0.3},
+        "loss": {"corrupted_weight": 0.3, "corrupted_class_weights": False},
     }
     words = plan.temporal_recipe()
     assert words.startswith("residual 1x1 cRNN units (skips pass x + h")
     for part in ("CutMix on 50% of the training clips", "random frame skipping (1 to 3 frames apart)",
                  "corrupted frames' cross-entropy weighted 0.3x a clean frame's", "model.temporal_gate=True",
-                 "the previous state warped before each unit"):
+                 "the previous state warped before each unit", "corrupted frames' pixels not class-weighted"):
         assert part in words
     assert "temporal_kernel" not in words and "warp_state" not in words  # said once, in words
     plan.finetune_options = {"model": {"name": "vanilla-cgru-small-shallow", "temporal_residual": True},
