@@ -302,12 +302,12 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
                 " what changed: before issue 15 the demo fine-tuned plain identity-initialised 3x3 cRNN units without "
                 "CutMix, then residual 3x3 units with CutMix, then 1x1 units with corrupted frames at half weight, "
                 "each after a pre-training run whose rate decayed to 0 (two cosine cycles, which cost even a per-frame "
-                "continuation clean frames), then without the warped state and frame skipping, then with corrupted "
-                "frames at 0.3x and class-weighted (which paid for rare-class guesses on frames the model cannot "
-                "read and lost person and traffic sign on one seed); in the screens that chose it (--minutes 10, "
-                "seeds 0-2; docs/benchmarks.md, section 6) this recipe met every bar of issue 15 on every seed: at "
-                "least the per-frame model on clean frames and on pole, traffic sign and person, corrupted frames "
-                "above +20, all frames above +6, TC higher;"
+                "continuation clean frames), then with corrupted frames at 0.3x but without the warped state and "
+                "frame skipping, then with both but corrupted frames still class-weighted (which paid for rare-class "
+                "guesses on frames the model cannot read and lost person on one seed); in the screens that chose it "
+                "(--minutes 10, seeds 0-2; docs/benchmarks.md, section 6) this recipe met every bar of issue 15 on "
+                "every seed: at least the per-frame model on clean frames and on pole, traffic sign and person, "
+                "corrupted frames above +20, all frames above +6, TC higher;"
                 if plan.finetune_options == FINETUNE_OPTIONS and plan.pretrain_final_lr_scale == 1.0
                 else ""
             ),
