@@ -32,7 +32,7 @@ FINETUNE_OPTIONS: dict[str, dict[str, Any]] = {
 CutMix on half the clips, clips whose frames lie 1 to 3 apart, corrupted frames' cross-entropy at 0.5x a clean
 frame's and not class-weighted (rare-class guesses on unreadable frames stop paying); with
 ``DemoPlan.pretrain_final_lr_scale`` = 1 (one schedule: warm-up, hold, decay), it meets every bar of issue 15 on
-each of seeds 0-2 at ``--minutes 10``: at least the per-frame baseline on clean frames and on pole, traffic sign and
+each of seeds 0-4 at ``--minutes 10``: at least the per-frame baseline on clean frames and on pole, traffic sign and
 person, corrupted frames above +20, all frames above +6, TC higher (docs/benchmarks.md, section 6)."""
 
 RUNS = ("baseline", "pretrain", "finetune")

@@ -305,7 +305,7 @@ def build_report(plan: DemoPlan, results: dict[str, ModelResults], media: Media,
                 "continuation clean frames), then with corrupted frames at 0.3x but without the warped state and "
                 "frame skipping, then with both but corrupted frames still class-weighted (which paid for rare-class "
                 "guesses on frames the model cannot read and lost person on one seed); in the screens that chose it "
-                "(--minutes 10, seeds 0-2; docs/benchmarks.md, section 6) this recipe met every bar of issue 15 on "
+                "(--minutes 10, seeds 0-4; docs/benchmarks.md, section 6) this recipe met every bar of issue 15 on "
                 "every seed: at least the per-frame model on clean frames and on pole, traffic sign and person, "
                 "corrupted frames above +20, all frames above +6, TC higher;"
                 if plan.finetune_options == FINETUNE_OPTIONS and plan.pretrain_final_lr_scale == 1.0
