@@ -77,6 +77,19 @@ class MixConfig:
 
 
 @dataclass
+class StillConfig:
+    """Still clips (``vidseg.data.still``): a labelled frame made into a short video by a synthetic camera moving
+    forward, the small motion of a high frame rate with labels on every frame."""
+
+    prob: float = 0.0
+    """Share of training samples replaced by a still clip of their annotated frame; 0 = off."""
+    zoom: float = 0.04
+    """The per-frame zoom is drawn from U(0, zoom)."""
+    pan: float = 0.01
+    """The per-frame pan is drawn from U(-pan, pan) of the frame's width and height."""
+
+
+@dataclass
 class DataConfig:
     root: str = "data/cityscapes"
     layout: str = "auto"
@@ -107,6 +120,7 @@ class DataConfig:
     skip_missing: bool = False
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)
     mixup: MixConfig = field(default_factory=MixConfig)
+    still: StillConfig = field(default_factory=StillConfig)
 
 
 @dataclass
@@ -486,6 +500,13 @@ def validate(config: Config, source: str) -> None:
     unused = [key for key in ("prob", "alpha") if getattr(mix, key) != getattr(MixConfig(), key)]
     if mix.kind == "none" and unused:
         fail(f"data.mixup.{unused[0]}", "has no effect while data.mixup.kind is 'none' (set data.mixup.kind=cutmix)")
+    still = data.still
+    if not (math.isfinite(still.prob) and 0 <= still.prob <= 1):
+        fail("data.still.prob", f"expected a share of samples in [0, 1], found {still.prob}")
+    for key in ("zoom", "pan"):
+        value = getattr(still, key)
+        if not (math.isfinite(value) and 0 <= value < 1):
+            fail(f"data.still.{key}", f"expected a per-frame share in [0, 1), found {value}")
     corrupt = data.corrupt
     if not (math.isfinite(corrupt.rate) and 0 <= corrupt.rate <= 1):
         fail("data.corrupt.rate", f"expected a share of frames in [0, 1], found {corrupt.rate}")

@@ -18,6 +18,7 @@ from vidseg.data.clips import ClipDataset, open_dataset
 from vidseg.data.corrupt import CorruptedClips, Corruption
 from vidseg.data.labels import IGNORE_INDEX
 from vidseg.data.mix import CutMixClips
+from vidseg.data.still import StillClips
 from vidseg.data.transforms import ClipTransform
 from vidseg.errors import VidsegError
 from vidseg.metrics import all_reduce_sum
@@ -77,7 +78,7 @@ def build_datasets(config: Config, with_val: bool = True):
         crop_size=window if cropped else None,
     )
     stride = tuple(data.frame_stride) if isinstance(data.frame_stride, list) else data.frame_stride
-    train_set: ClipDataset | CutMixClips | CorruptedClips
+    train_set: ClipDataset | StillClips | CutMixClips | CorruptedClips
     val_set: ClipDataset | CorruptedClips
     try:
         train_set = open_dataset(
@@ -94,6 +95,8 @@ def build_datasets(config: Config, with_val: bool = True):
         )
     except ValueError as error:  # a window that cannot fit the snippets
         raise VidsegError(f"data (num_frames, gt_position, frame_stride) of the training split: {error}") from None
+    if data.still.prob > 0:  # still clips first: CutMix and corruption apply to them as to any clip
+        train_set = StillClips(train_set, data.still.prob, data.still.zoom, data.still.pan)
     if data.mixup.kind == "cutmix" and data.mixup.prob > 0:  # mixed clean, then corrupted per frame
         train_set = CutMixClips(train_set, data.mixup.prob, data.mixup.alpha)
     corruption = None
