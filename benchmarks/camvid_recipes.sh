@@ -7,7 +7,8 @@
 # 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
 # Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set ...]
 #   options before --temporal go to both runs, options after it to the temporal run only (a later train.steps wins);
-#   SKIP_PER_FRAME=1 runs the temporal model only (a further recipe against a twin already trained).
+#   RUNS=temporal (or RUNS=per-frame) trains and scores that model only, e.g. a further temporal recipe against a
+#   twin already trained.
 #   e.g. benchmarks/camvid_recipes.sh ../shared/camvid runs/camvid-twins/B1-none-40/last.pt runs/c03 \
 #        --set data.corrupt.rate=0.3 --temporal --set model.temporal_kernel=1 --set train.steps=502
 set -euo pipefail
@@ -24,15 +25,19 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 common=(--set "data.root=$root" --set eval.every_epochs=0 --set train.tensorboard=false --set train.minutes=600
   --set "train.init_from=$pretrained" ${both[@]+"${both[@]}"})
 
-runs=(temporal)
-if [[ ${SKIP_PER_FRAME:-0} != 1 ]]; then
-  runs=(per-frame temporal)
-  vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
-    --set model.name=vanilla-none-small-deep --set train.steps=526 --out "$out/per-frame" &
-fi
-vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
-  --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 ${temporal[@]+"${temporal[@]}"} \
-  --out "$out/temporal" &
+read -r -a runs <<< "${RUNS:-per-frame temporal}"
+for run in "${runs[@]}"; do
+  case $run in
+    per-frame)
+      vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
+        --set model.name=vanilla-none-small-deep --set train.steps=526 --out "$out/per-frame" & ;;
+    temporal)
+      vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
+        --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 \
+        ${temporal[@]+"${temporal[@]}"} --out "$out/temporal" & ;;
+    *) echo "RUNS: expected per-frame and/or temporal, found '$run'" >&2; exit 2 ;;
+  esac
+done
 wait
 
 for run in "${runs[@]}"; do
