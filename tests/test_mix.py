@@ -1,4 +1,5 @@
-"""CutMix for clips (``data.mixup``): one box on every frame, labels pasted with it, deterministic per seed."""
+"""CutMix for clips (``data.mixup``): one box on every frame, labels pasted with it, deterministic per seed; and how
+build_datasets stacks the clip wrappers (still clips, CutMix, corruption)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from vidseg.config import config_from_dict
 from vidseg.data.corrupt import CorruptedClips
 from vidseg.data.mix import CutMixClips, cutmix_box, paste_clip
+from vidseg.data.still import StillClips
 from vidseg.errors import VidsegError
 from vidseg.train import SeededSamples, build_datasets
 
@@ -150,3 +152,20 @@ def test_mixup_config_is_checked():
         tiny("x", mixup={"kind": "cutmix", "prob": 2})
     with pytest.raises(VidsegError, match="data.mixup.alpha"):
         tiny("x", mixup={"kind": "cutmix", "alpha": 0})
+
+
+def test_build_datasets_makes_still_clips_before_corrupting_them(dense_tree):
+    both, _ = build_datasets(tiny(dense_tree.root, still={"prob": 1.0}, corrupt={"rate": 0.5}), with_val=False)
+    assert isinstance(both, CorruptedClips) and isinstance(both.dataset, StillClips)
+    sample = SeededSamples(both, seed=3)[0]
+    assert sample["frames"].shape == (3, 3, 16, 32) and sample["labelled"].all() and sample["gt_index"] == 2
+
+
+@pytest.mark.parametrize(
+    ("still", "key"),
+    [({"prob": 1.5}, "data.still.prob"), ({"prob": 0.5, "zoom": -0.1}, "data.still.zoom"),
+     ({"prob": 0.5, "pan": float("nan")}, "data.still.pan")],
+)
+def test_still_clip_options_are_checked(still, key):
+    with pytest.raises(VidsegError, match=key.replace(".", r"\.")):
+        tiny("data/cityscapes", still=still)

@@ -6,12 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidseg.config import config_from_dict
-from vidseg.data.corrupt import CorruptedClips
 from vidseg.data.labels import IGNORE_INDEX
 from vidseg.data.still import StillClips, camera_grids, still_clip
-from vidseg.errors import VidsegError
-from vidseg.train import SeededSamples, build_datasets
 
 T, H, W = 4, 24, 40
 
@@ -110,29 +106,3 @@ def test_still_clips_replace_a_seeded_share_of_samples_and_leave_the_rest_untouc
         StillClips(wrapped, 1.5)
     with pytest.raises(ValueError, match="zoom and pan"):
         StillClips(wrapped, 0.5, zoom=-0.1)
-
-
-def tiny(root, **data):
-    raw = {
-        "model": {"name": "vanilla-crnn-small-shallow"},
-        "data": {"root": str(root), "size": [16, 32], "num_frames": 3, "batch_size": 2, **data},
-        "train": {"steps": 1},
-    }
-    return config_from_dict(raw)
-
-
-def test_build_datasets_makes_still_clips_before_corrupting_them(dense_tree):
-    both, _ = build_datasets(tiny(dense_tree.root, still={"prob": 1.0}, corrupt={"rate": 0.5}), with_val=False)
-    assert isinstance(both, CorruptedClips) and isinstance(both.dataset, StillClips)
-    sample = SeededSamples(both, seed=3)[0]
-    assert sample["frames"].shape == (3, 3, 16, 32) and sample["labelled"].all() and sample["gt_index"] == 2
-
-
-@pytest.mark.parametrize(
-    ("still", "key"),
-    [({"prob": 1.5}, "data.still.prob"), ({"prob": 0.5, "zoom": -0.1}, "data.still.zoom"),
-     ({"prob": 0.5, "pan": float("nan")}, "data.still.pan")],
-)
-def test_still_options_are_checked(still, key):
-    with pytest.raises(VidsegError, match=key.replace(".", r"\.")):
-        tiny("data/cityscapes", still=still)
