@@ -49,8 +49,8 @@ def camera_grids(num_frames: int, height: int, width: int, zoom: float, focus: t
 
 def still_clip(frame: torch.Tensor, labels: torch.Tensor, grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames ``[T, C, H, W]`` and label maps ``[T, H, W]`` (int64, ignore outside the source) of one frame
-    ``[C, H, W]`` and its label map ``[H, W]`` seen through ``grids`` (``camera_grids``); frame 0 of an identity
-    grid is the source, bit for bit."""
+    ``[C, H, W]`` and its label map ``[H, W]`` seen through ``grids`` (``camera_grids``); frame 0 is the source,
+    bit for bit, whatever its grid."""
     count = grids.shape[0]
     frames = F.grid_sample(frame[None].expand(count, -1, -1, -1).float(), grids, mode="bilinear",
                            padding_mode="border", align_corners=False)
@@ -65,7 +65,9 @@ def still_clip(frame: torch.Tensor, labels: torch.Tensor, grids: torch.Tensor) -
 
 class StillClips(WrappedClips):
     """A training clip dataset whose samples are, with probability ``probability``, replaced by a still clip made
-    of their annotated frame (see the module docstring): every frame labelled, the annotated position last.
+    of their annotated frame (see the module docstring): every frame labelled, and ``gt_index`` the last frame, so
+    that a loss on the annotated frame only (``loss.frames: annotated``) reads the frame after the most motion.
+    A replaced sample still loads its whole window (only its annotated frame is used), as CutMix loads its partner.
 
     Args:
         dataset: samples as ``vidseg.data`` documents them; indices pass through, including the ``(index, seed)``
