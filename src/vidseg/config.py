@@ -215,6 +215,10 @@ class EvalConfig:
     ``data.size`` (labels resized, nearest)."""
     per_position: Literal["auto", "context", "labelled", "off"] = "off"
     """mIoU by frames of context during training evaluations (``vidseg evaluate`` has its own option)."""
+    state_stride: int = 1
+    """Carry a temporal model's state this many frames apart when evaluating (``vidseg.models.stride``): the
+    evaluated video's frame rate over the training video's (15 for CamVid's 15 Hz val after its 1 Hz train
+    split); 1 = from each frame to the next. ``vidseg evaluate`` and ``vidseg segment`` default to it."""
 
 
 @dataclass
@@ -393,6 +397,7 @@ def validate(config: Config, source: str) -> None:
         ("eval.every_steps", evaluation.every_steps, 0),
         ("eval.num_frames", evaluation.num_frames, 1),
         ("eval.batch_size", evaluation.batch_size, 1),
+        ("eval.state_stride", evaluation.state_stride, 1),
     ]:
         if value < minimum:
             fail(key, f"expected an integer >= {minimum}, found {value}")

@@ -62,6 +62,7 @@ from vidseg.data.transforms import normalize, resize_frames, resize_labels
 from vidseg.errors import VidsegError
 from vidseg.fileio import atomic_path, make_folder
 from vidseg.metrics import ConfusionMatrix, all_reduce_max, all_reduce_sum, nan_to_none
+from vidseg.models.stride import StridedState
 from vidseg.models.unet import State, run_clip
 from vidseg.results import CorruptionFigures, EvaluationResults, Figures, PerPosition
 
@@ -158,6 +159,7 @@ def evaluate_model(
     prediction_size: tuple[int, int] | None = None,
     label_set=None,
     progress: bool = True,
+    state_stride: int = 1,
 ) -> EvaluationResults:
     """Evaluate ``model`` on ``dataset`` (see the module docstring for modes) and return its results
     (``vidseg.results.EvaluationResults``; ``to_dict()`` is the JSON form).
@@ -189,6 +191,9 @@ def evaluate_model(
         label_set: the dataset's label set; defaults to ``dataset.label_set``, else the one with as many
             classes as the model.
         progress: show a progress bar (rank 0 only).
+        state_stride: carry the state ``state_stride`` frames apart (``vidseg.models.stride.StridedState``):
+            the ratio of the evaluated video's frame rate to the training video's; 1 (default) carries it from
+            each frame to the next. The per-position context runs consecutive frames either way.
 
     Returns:
         as attributes: ``mode``, ``score_at``, ``frames_scored``; ``miou``, ``macc``, ``aacc``, ``iou`` / ``acc``
@@ -202,6 +207,7 @@ def evaluate_model(
     # Unwrap a DDP wrapper; the module is duck-typed as a RecurrentUNet (step, num_classes), which no type states.
     net = cast("RecurrentUNet", model.module if hasattr(model, "module") else model)
     num_classes = int(num_classes if num_classes is not None else net.num_classes)
+    stepper = StridedState(net, state_stride) if state_stride != 1 else net
     base, corruption = _unwrap(dataset)
     if label_set is None:
         label_set = getattr(base, "label_set", None) or cityscapes_label_set_name(num_classes)
@@ -248,6 +254,7 @@ def evaluate_model(
                 meters = _Meters(spec, num_frames, num_classes, device, tc, _corruption_names(base))
                 _evaluate_stream(
                     net,
+                    stepper,
                     base,
                     num_sequences,
                     corruption,
@@ -267,7 +274,8 @@ def evaluate_model(
                     per_position = "context" if int(torch.as_tensor(first["labelled"]).sum()) == 1 else "labelled"
                 meters = _Meters(spec, num_frames, num_classes, device, tc, _corruption_names(base))
                 _evaluate_windows(
-                    net, dataset, meters, device, batch_size, num_workers, num_frames, per_position, saver, progress
+                    net, stepper, dataset, meters, device, batch_size, num_workers, num_frames, per_position, saver,
+                    progress,
                 )
                 scored_at = "working" if _resizes_labels(base) else "labels"
     finally:
@@ -407,7 +415,8 @@ class _PredictionSaver:
 
 
 def _evaluate_windows(
-    net, dataset, meters: _Meters, device, batch_size, num_workers, num_frames, per_position, saver, progress
+    net, stepper, dataset, meters: _Meters, device, batch_size, num_workers, num_frames, per_position, saver,
+    progress,
 ) -> None:
     rank, world = _rank_and_world()
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
@@ -421,7 +430,7 @@ def _evaluate_windows(
             )
         labels = batch["labels"].to(device).long()
         label_size = (int(labels.shape[-2]), int(labels.shape[-1]))
-        working, preds = _predict_clip(net, frames, label_size)
+        working, preds = _predict_clip(stepper, frames, label_size)
         targets = meters.spec.target_lut.to(device)[labels]
         labelled = batch["labelled"].to(device).bool()
         gt_index = batch["gt_index"].to(device).long()
@@ -482,7 +491,8 @@ class _SequenceFrames(torch.utils.data.Dataset):
 
 
 def _evaluate_stream(
-    net, base, num_sequences, corruption, meters: _Meters, device, num_workers, score_at, per_position, saver, progress
+    net, stepper, base, num_sequences, corruption, meters: _Meters, device, num_workers, score_at, per_position,
+    saver, progress,
 ) -> None:
     rank, world = _rank_and_world()
     index = base.index
@@ -501,7 +511,7 @@ def _evaluate_stream(
             meters.start_sequence()
         frame = item["frame"].to(device)[None]
         history.append(frame[0])
-        logits, state = net.step(frame, state)
+        logits, state = stepper.step(frame, state)
         working = logits.argmax(dim=1)[0]
         meters.update_stream_pair(frame[0], working)
         if not item["labelled"]:

@@ -34,6 +34,7 @@ from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
 from vidseg.errors import TerminationRequest, VidsegError
 from vidseg.models import State
+from vidseg.models.stride import StridedState
 from vidseg.quantize import calibration_clips, quantize_for_streaming
 
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,6 +68,8 @@ class Segmenter:
         calibration: for int8, the frames to calibrate on: an iterable of ``[H, W, 3]`` uint8 frames, a video,
             a folder of frames or a dataset root; None uses the checkpoint's own validation frames where they
             exist (``vidseg.quantize.calibration_clips``). They are resized to ``size`` like the frames to segment.
+        state_stride: carry the state this many frames apart (``vidseg.models.stride.StridedState``): the video's
+            frame rate over the training video's; None takes the checkpoint's ``eval.state_stride`` (else 1).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Segmenter:
         optimize: bool = True,
         precision: str | None = None,
         calibration: Any = None,
+        state_stride: int | None = None,
     ):
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -137,6 +141,14 @@ class Segmenter:
             self.network = models.optimize_for_inference(self.model, dtype=_AMP_DTYPES[amp])
         else:
             self.network = self.model
+        if state_stride is None:
+            state_stride = int(((checkpoint.config or {}).get("eval") or {}).get("state_stride", 1))
+        if int(state_stride) != state_stride or state_stride < 1:
+            raise VidsegError(f"state stride must be a whole number of frames >= 1, got {state_stride}")
+        self.state_stride = int(state_stride)
+        """Frames between the frame that leaves a state and the frame that continues it (1: the next frame)."""
+        if self.state_stride > 1:
+            self.network = StridedState(self.network, self.state_stride)
 
     @property
     def palette(self) -> np.ndarray:

@@ -554,6 +554,7 @@ class Trainer:
             score_at=self.config.eval.score_at,
             label_set=self.label_set,
             progress=self.bar is not None and not self.bar.disable,
+            state_stride=self.config.eval.state_stride,
         )
         self.model.train()
         miou = results.miou

@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "frames; off",
     )
     parser.add_argument(
+        "--state-stride", type=int, metavar="N",
+        help="carry a temporal model's state N frames apart: each frame continues the state of the frame N "
+        "before it (every frame still segmented once, causally). N = the evaluated video's frame rate over the "
+        "training video's, e.g. 15 for CamVid val (15 Hz) after its 1 Hz train split (default: the checkpoint's "
+        "eval.state_stride, else 1)",
+    )
+    parser.add_argument(
         "--save-predictions",
         metavar="DIR",
         help="write <frame>_pred.png of every scored frame: labelIds for Cityscapes label sets, else class indices",
@@ -167,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
         from vidseg.config import check_frame_size
 
         check_frame_size(size, "--size" if args.size else f"data.size of checkpoint {checkpoint_path}")
+    state_stride = args.state_stride if args.state_stride is not None else eval_config.get(
+        "state_stride", eval_defaults.state_stride
+    )
+    if args.state_stride is not None and args.state_stride < 1:
+        raise VidsegError(f"--state-stride must be a whole number of frames >= 1, got {args.state_stride}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     precision, amp = _precision(args)
@@ -217,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         prediction_size=_prediction_size(args.prediction_size, dataset),
         label_set=dataset.label_set,
         progress=True,
+        state_stride=state_stride,
     )
     results.run = {
         "checkpoint": str(checkpoint_path),
@@ -235,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         "amp": amp,
         "precision": precision,
         "processes": world_size,
+        "state_stride": state_stride,
         "seconds": round(time.monotonic() - started, 2),
     }
     if rank != 0:
@@ -300,7 +314,9 @@ def _int8_model(checkpoint: TrainState, calibration: str | os.PathLike, size: tu
     """The int8 streaming copy that ``vidseg segment --precision int8`` runs, calibrated at the evaluation size."""
     from vidseg.segment import Segmenter
 
-    return Segmenter(checkpoint, precision="int8", calibration=calibration, size=size or "input").network
+    # state_stride=1: the evaluation wraps the network in its own stride.
+    segmenter = Segmenter(checkpoint, precision="int8", calibration=calibration, size=size or "input", state_stride=1)
+    return segmenter.network
 
 
 def _check_outputs(out: Path, args: argparse.Namespace, inputs: list) -> None:

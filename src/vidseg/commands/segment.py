@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate", metavar="PATH",
                         help="int8 calibration frames: a video, a folder of frames or a dataset root (default: "
                         "the checkpoint's own validation frames, where they exist)")
+    parser.add_argument("--state-stride", type=int, metavar="N",
+                        help="carry a temporal model's state N frames apart (each frame continues the state of the "
+                        "frame N before it): the video's frame rate over the training video's, e.g. 15 for 15 Hz "
+                        "video after 1 Hz training (default: the checkpoint's eval.state_stride, else 1)")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain model instead of its fused inference copy (for debugging)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise VidsegError("--calibrate is for --precision int8")
     segmenter = Segmenter(
         args.checkpoint, device=args.device, amp=args.amp, size=args.size, optimize=not args.no_optimize,
-        precision=args.precision, calibration=args.calibrate,
+        precision=args.precision, calibration=args.calibrate, state_stride=args.state_stride,
     )
     summary = segment_to_files(
         source,
