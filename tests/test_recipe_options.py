@@ -691,6 +691,97 @@ def test_skip_gates_cost_a_ninth_of_a_3x3_crnn_unit():
     assert gated - units == pytest.approx((units - none) / 9, rel=0.15)
 
 
+
+# ------------------------------------------------------------------------- memory-only residual skips
+
+
+def memory_only_twins(unit: str, seed: int = 0):
+    """A memory-only residual model with random units and BatchNorm, the plain residual model and the per-frame
+    model with the same weights."""
+    torch.manual_seed(seed)
+    name = f"vanilla-{unit}-small-shallow"
+    model = build_model(name, num_classes=5, temporal_residual=True, temporal_memory_only=True, warp_state=True)
+    model = randomise_units(with_random_batchnorm(model), std=0.1).eval()
+    plain = build_model(name, num_classes=5, temporal_residual=True, warp_state=True).eval()
+    plain.load_state_dict(model.state_dict())
+    per_frame = build_model("vanilla-none-small-shallow", num_classes=5).eval()
+    per_frame.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("temporal.")})
+    return model, plain, per_frame
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_memory_only_skips_pass_the_per_frame_feature_without_history(unit):
+    model, plain, per_frame = memory_only_twins(unit)
+    frames = torch.randn(1, 4, 3, 24, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, state = model(frames)
+        plain_logits, plain_state = plain(frames)
+        alone = per_frame(frames)[0]
+        # The first frame has no history: exactly the per-frame logits, though the units are far from zero.
+        assert torch.equal(logits[:, 0], alone[:, 0])
+        assert (plain_logits[:, 0] - alone[:, 0]).abs().max() > 1e-2
+        # Later frames carry memory: neither the per-frame nor the plain residual model's logits.
+        assert (logits[:, 1:] - alone[:, 1:]).abs().max() > 1e-3
+        assert (logits[:, 1:] - plain_logits[:, 1:]).abs().max() > 1e-3
+        for got, want in zip(state, plain_state):  # the state is the unit's h, as in the plain model
+            torch.testing.assert_close(got, want)
+
+
+def test_memory_only_skips_pass_nothing_when_the_state_is_not_read():
+    model, plain, per_frame = memory_only_twins("crnn", seed=2)
+    with torch.no_grad():
+        for cell in model.temporal:  # h_t no longer depends on h_{t-1}: memory adds nothing
+            cell.hidden_conv.weight.zero_()
+        plain.load_state_dict(model.state_dict())
+    frames = torch.randn(1, 3, 3, 24, 40, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames)[0], per_frame(frames)[0], rtol=0, atol=1e-6)
+        assert (plain(frames)[0] - per_frame(frames)[0]).abs().max() > 1e-2
+
+
+def test_memory_only_units_learn_from_a_zero_start_through_the_recurrence():
+    torch.manual_seed(0)
+    model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_memory_only=True)
+    with torch.no_grad():
+        first, _ = model.eval()(torch.zeros(1, 1, 3, 16, 32))
+    model.train()
+    model(torch.randn(2, 3, 3, 16, 32))[0].square().mean().backward()
+    # The input path starts at zero; its gradient arrives through h_{t-1} in later frames' h_t - h0_t.
+    assert all(cell.input_conv.weight.grad.abs().sum() > 0 for cell in model.temporal)
+    assert first.isfinite().all()
+
+
+def test_memory_only_survives_fusion_int8_checkpoints_and_costs_one_more_unit_pass():
+    from vidseg.demo.plan import training_flops
+    from vidseg.models.quantized import QuantizedUNet, int8_available
+
+    model, _, _ = memory_only_twins("crnn", seed=4)
+    options = {"temporal_residual": True, "temporal_memory_only": True, "warp_state": True}
+    frames = torch.randn(1, 3, 3, 21, 34)
+    with torch.no_grad():
+        expected, _ = model(frames)
+        fused, _ = optimize_for_inference(model, dtype=torch.float32)(frames)
+    assert (fused - expected).abs().max() < 1e-4
+    checkpoint = {"model_name": "vanilla-crnn-small-shallow", "num_classes": 5, "model": model.state_dict(),
+                  "config": {"model": options}}  # fmt: skip
+    with torch.no_grad():
+        rebuilt = model_from_checkpoint(checkpoint).eval()
+        assert rebuilt.temporal_memory_only and torch.equal(rebuilt(frames)[0], expected)
+    if int8_available():
+        network = QuantizedUNet(model)  # calibration mode computes the float model
+        state = None
+        with torch.no_grad():
+            for t in range(3):
+                got, state = network.step(frames[:, t], state)
+        torch.testing.assert_close(got, expected[:, -1], rtol=1e-4, atol=1e-4)
+    size = (32, 64)
+    plain = training_flops("vanilla-crnn-small-shallow", size, temporal_residual=True, temporal_kernel=1)
+    memory = training_flops("vanilla-crnn-small-shallow", size, temporal_residual=True, temporal_kernel=1,
+                            temporal_memory_only=True)  # fmt: skip
+    none = training_flops("vanilla-none-small-shallow", size)
+    # The zero-state pass costs the input path only (no state to warp or read): more than nothing, less than a unit.
+    assert 0 < memory - plain < plain - none
+
 # ------------------------------------------------------- corrupted frames' gradient into the encoder
 
 
@@ -806,6 +897,7 @@ def test_options_are_off_by_default_and_parse():
         ({"temporal_kernel": 0}, {}, "model.temporal_kernel: expected an odd positive size"),
         ({"temporal_gate": True}, {}, "model.temporal_gate: needs model.temporal_residual: true .* found"),
         ({"name": "vanilla-none-small-shallow", "temporal_gate": True}, {}, "model.temporal_gate: needs temporal"),
+        ({"temporal_memory_only": True}, {}, "model.temporal_memory_only: needs model.temporal_residual: true"),
     ],
 )
 def test_bad_option_combinations_are_errors(model, train, message):
@@ -827,6 +919,8 @@ def test_the_model_refuses_options_it_cannot_honour():
         build_model("vanilla-none-small-shallow", temporal_kernel=1)
     with pytest.raises(ValueError, match="temporal_gate gates the residual skip x \\+ h: it needs temporal_residual"):
         build_model("vanilla-crnn-small-shallow", temporal_gate=True)
+    with pytest.raises(ValueError, match="temporal_memory_only corrects the residual skip x \\+ h: it needs"):
+        build_model("vanilla-crnn-small-shallow", temporal_memory_only=True)
 
 
 # ------------------------------------------------------------------------------- the options in training

@@ -45,6 +45,10 @@ class ModelConfig:
     """Residual units only: skips pass ``x + g * h``, where a 1x1 convolution of ``[x, h]`` gives the gate g, so
     the model could keep memory out of a clean frame and let it into a corrupted one (``models.temporal.SkipGate``;
     in the issue 15 screen it did not learn that switch, docs/benchmarks.md section 6)."""
+    temporal_memory_only: bool = False
+    """Residual units only: skips pass ``x + (h_t - h0_t)``, where ``h0_t`` is the state the unit gives the same
+    frame from the zero state: only what memory adds reaches the decoder, so a frame without history (the first
+    one) gets exactly the per-frame path, and the units cannot act as a per-frame layer (``models.unet``)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]
@@ -474,12 +478,16 @@ def validate(config: Config, source: str) -> None:
         "temporal_levels": model.temporal_levels is not None,
         "temporal_kernel": model.temporal_kernel != 3,
         "temporal_gate": model.temporal_gate,
+        "temporal_memory_only": model.temporal_memory_only,
     }
     if any(options.values()) and "-none-" in model.name:
         key = "model." + next(name for name, on in options.items() if on)
         fail(key, f"needs temporal units; model {model.name!r} is per-frame (use a *-crnn-* or *-cgru-* model)")
     if model.temporal_gate and not model.temporal_residual:
         fail("model.temporal_gate", "needs model.temporal_residual: true (the gate scales h in the residual skip "
+             "x + h); found temporal_residual: false")
+    if model.temporal_memory_only and not model.temporal_residual:
+        fail("model.temporal_memory_only", "needs model.temporal_residual: true (it corrects the residual skip "
              "x + h); found temporal_residual: false")
     if model.temporal_kernel < 1 or model.temporal_kernel % 2 == 0:
         found = model.temporal_kernel

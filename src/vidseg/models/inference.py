@@ -248,6 +248,7 @@ class InferenceUNet(nn.Module):
         self.source = _Geometry(model)
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
+        self.temporal_memory_only = model.temporal_memory_only
         self.temporal_levels = model.temporal_levels
         self.num_classes = model.num_classes
         self.channels = model.channels

@@ -417,6 +417,7 @@ class QuantizedUNet(nn.Module):
         self.source = fused.source
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
+        self.temporal_memory_only = model.temporal_memory_only
         self.temporal_levels = model.temporal_levels
         self.skip_gates = fused.skip_gates  # float32 1x1 convolutions on the float32 skip (x dequantized, h float)
         self.num_classes = model.num_classes

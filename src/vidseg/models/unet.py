@@ -104,7 +104,9 @@ def apply_units(
 ) -> tuple[list[Any], State]:
     """The temporal units on their levels' encoder ``features``: (the decoder's skip inputs, the new state).
 
-    A unit level's skip is the unit's output h, or ``x + h`` for residual units; other levels pass their feature.
+    A unit level's skip is the unit's output h, or ``x + h`` for residual units, or ``x + (h - h0)`` with
+    ``temporal_memory_only``, ``h0`` the unit's output for the same feature from the zero state (exactly 0 on a frame
+    without history); other levels pass their feature.
     ``run(unit, x, h)`` calls a unit (default: directly); ``real(x)`` turns a feature into a float tensor for the
     residual sum (the int8 copy's quantized activations; default: unchanged). Shared by the model and its fused
     and int8 copies.
@@ -115,9 +117,12 @@ def apply_units(
     new_state: State = tuple(run(unit, features[level], h) for unit, level, h in zip(model.temporal, levels, hidden))
     skips = list(features)
     gates = model.skip_gates or (None,) * len(levels)
-    for level, h, gate in zip(levels, new_state, gates):
+    memory_only = getattr(model, "temporal_memory_only", False)
+    for unit, level, h, previous, gate in zip(model.temporal, levels, new_state, hidden, gates):
         if model.temporal_residual:
             feature = features[level] if real is None else real(features[level])
+            if memory_only:  # what memory adds: nothing on a frame without history
+                h = h - run(unit, features[level], None) if previous is not None else torch.zeros_like(h)
             skips[level] = feature + h if gate is None else gate(feature, h)
         else:
             skips[level] = h
@@ -230,6 +235,8 @@ class RecurrentUNet(nn.Module):
             per-pixel recurrence over channels, at a ninth of the FLOPs.
         temporal_gate: residual skips pass ``x + g * h`` with a gate g computed from x and h
             (``vidseg.models.temporal.SkipGate``) instead of ``x + h``; needs ``temporal_residual``.
+        temporal_memory_only: residual skips pass ``x + (h - h0)``, ``h0`` the unit's state for the same frame from
+            the zero state: only what memory adds (``apply_units``); needs ``temporal_residual``.
     """
 
     def __init__(
@@ -245,6 +252,7 @@ class RecurrentUNet(nn.Module):
         temporal_levels: Sequence[int] | None = None,
         temporal_kernel: int = 3,
         temporal_gate: bool = False,
+        temporal_memory_only: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
@@ -257,15 +265,18 @@ class RecurrentUNet(nn.Module):
             or temporal_levels is not None
             or temporal_kernel != 3
             or temporal_gate
+            or temporal_memory_only
         ):
             raise ValueError(
-                "temporal_residual, state_dropout, warp_state, temporal_levels, temporal_kernel and temporal_gate need "
-                "temporal units; the model has none"
+                "temporal_residual, state_dropout, warp_state, temporal_levels, temporal_kernel, temporal_gate and "
+                "temporal_memory_only need temporal units; the model has none"
             )
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and positive, got {temporal_kernel}")
         if temporal_gate and not temporal_residual:
             raise ValueError("temporal_gate gates the residual skip x + h: it needs temporal_residual=True")
+        if temporal_memory_only and not temporal_residual:
+            raise ValueError("temporal_memory_only corrects the residual skip x + h: it needs temporal_residual=True")
         levels = tuple(range(len(channels))) if temporal_levels is None else tuple(sorted(temporal_levels))
         if temporal is not None and (
             not levels or len(set(levels)) != len(levels) or not all(0 <= level < len(channels) for level in levels)
@@ -276,6 +287,7 @@ class RecurrentUNet(nn.Module):
         if not 0 <= state_dropout < 1:
             raise ValueError(f"state_dropout is a probability in [0, 1), got {state_dropout}")
         self.temporal_residual = temporal_residual
+        self.temporal_memory_only = temporal_memory_only
         self.state_dropout = state_dropout
         self.warp_state = warp_state
         self.channels = channels

@@ -63,6 +63,7 @@ def build_model(
     temporal_levels: Sequence[int] | None = None,
     temporal_kernel: int = 3,
     temporal_gate: bool = False,
+    temporal_memory_only: bool = False,
 ) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
@@ -75,6 +76,7 @@ def build_model(
         temporal_levels: the levels that carry a unit, None = all (``RecurrentUNet``; fewer units, fewer parameters).
         temporal_kernel: the units' kernel size (``RecurrentUNet``; 3 in the report's models).
         temporal_gate: gated residual skips ``x + g * h`` (``RecurrentUNet``; adds a 1x1 convolution per unit).
+        temporal_memory_only: residual skips pass only what memory adds (``RecurrentUNet``; no parameters).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -88,6 +90,7 @@ def build_model(
         temporal_levels=temporal_levels,
         temporal_kernel=temporal_kernel,
         temporal_gate=temporal_gate,
+        temporal_memory_only=temporal_memory_only,
     )
 
 
@@ -101,6 +104,7 @@ def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, An
         "temporal_levels": model_config.get("temporal_levels"),
         "temporal_kernel": int(model_config.get("temporal_kernel", 3)),
         "temporal_gate": bool(model_config.get("temporal_gate", False)),
+        "temporal_memory_only": bool(model_config.get("temporal_memory_only", False)),
     }
 
 
