@@ -782,6 +782,22 @@ def test_memory_only_survives_fusion_int8_checkpoints_and_costs_one_more_unit_pa
     # The zero-state pass costs the input path only (no state to warp or read): more than nothing, less than a unit.
     assert 0 < memory - plain < plain - none
 
+def test_onnx_export_streams_memory_only_skips_like_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from vidseg.export import export_onnx, run_onnx_sequence
+
+    model, _, per_frame = memory_only_twins("crnn", seed=5)
+    path = export_onnx(model, tmp_path / "memory-only.onnx")
+    frames = torch.randn(1, 3, 3, 13, 22, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        expected, _ = model(frames)
+        alone = per_frame(frames)[0]
+    logits, _ = run_onnx_sequence(path, frames.numpy())
+    # The exported step always reads a state (zeros at first): the first frame must still be the per-frame one.
+    assert np.abs(logits[:, 0] - alone[:, 0].numpy()).max() < 1e-4
+    assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
+
+
 # ------------------------------------------------------- corrupted frames' gradient into the encoder
 
 
