@@ -104,6 +104,19 @@ def test_evaluate_command_records_the_stride_and_refuses_a_bad_one(dense_tree, t
     assert read_results(out).run["state_stride"] == 3
     assert main([*base, "--state-stride", "0"]) != 0
     assert "--state-stride must be a whole number of frames >= 1, got 0" in capsys.readouterr().err
+    # The checkpoint's eval.state_stride is the default, and a bad one is named as such.
+    from vidseg.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    payload.pop("format")
+    for stride, code in ((2, 0), (0, 1)):
+        payload["config"]["eval"]["state_stride"] = stride
+        save_checkpoint(checkpoint, payload)
+        assert (main(base + ["--overwrite"]) != 0) == bool(code)
+        if code:
+            assert "eval.state_stride of" in capsys.readouterr().err
+        else:
+            assert read_results(out).run["state_stride"] == 2
 
 
 def test_segmenter_strides_its_state_as_the_checkpoint_says(dense_tree, tmp_path):

@@ -177,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
     state_stride = args.state_stride if args.state_stride is not None else eval_config.get(
         "state_stride", eval_defaults.state_stride
     )
-    if args.state_stride is not None and args.state_stride < 1:
-        raise VidsegError(f"--state-stride must be a whole number of frames >= 1, got {args.state_stride}")
+    if not isinstance(state_stride, int) or state_stride < 1:
+        where = "--state-stride" if args.state_stride is not None else f"eval.state_stride of {checkpoint_path}"
+        raise VidsegError(f"{where} must be a whole number of frames >= 1, got {state_stride!r}")
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     precision, amp = _precision(args)
