@@ -742,13 +742,10 @@ def test_memory_only_skips_pass_nothing_when_the_state_is_not_read():
 def test_memory_only_units_learn_from_a_zero_start_through_the_recurrence():
     torch.manual_seed(0)
     model = build_model("vanilla-crnn-small-shallow", num_classes=5, temporal_residual=True, temporal_memory_only=True)
-    with torch.no_grad():
-        first, _ = model.eval()(torch.zeros(1, 1, 3, 16, 32))
     model.train()
     model(torch.randn(2, 3, 3, 16, 32))[0].square().mean().backward()
     # The input path starts at zero; its gradient arrives through h_{t-1} in later frames' h_t - h0_t.
     assert all(cell.input_conv.weight.grad.abs().sum() > 0 for cell in model.temporal)
-    assert first.isfinite().all()
 
 
 def test_memory_only_survives_fusion_int8_checkpoints_and_costs_one_more_unit_pass():

@@ -54,7 +54,7 @@ def test_stride_one_is_plain_streaming():
 
 def test_bad_strides_are_refused():
     model = tiny_model()
-    for bad in (0, -2, 1.5):
+    for bad in (0, -2, 1.5, True, "3"):
         with pytest.raises(ValueError, match="whole number of frames >= 1"):
             StridedState(model, bad)
     stepper = StridedState(model, 2)
@@ -103,7 +103,7 @@ def test_evaluate_command_records_the_stride_and_refuses_a_bad_one(dense_tree, t
     assert main([*base, "--state-stride", "3"]) == 0
     assert read_results(out).run["state_stride"] == 3
     assert main([*base, "--state-stride", "0"]) != 0
-    assert "--state-stride must be a whole number of frames >= 1, got 0" in capsys.readouterr().err
+    assert "--state-stride: state stride must be a whole number of frames >= 1, got 0" in capsys.readouterr().err
     # The checkpoint's eval.state_stride is the default, and a bad one is named as such.
     from vidseg.checkpoint import load_checkpoint, save_checkpoint
 
@@ -146,3 +146,7 @@ def test_segmenter_strides_its_state_as_the_checkpoint_says(dense_tree, tmp_path
     assert differs  # the stride changed some frame's mask
     with pytest.raises(VidsegError, match="state stride must be a whole number of frames >= 1, got 0"):
         Segmenter(plain_path, optimize=False, state_stride=0)
+    payload["config"]["eval"]["state_stride"] = -1
+    save_checkpoint(strided_path, payload)
+    with pytest.raises(VidsegError, match="eval.state_stride of checkpoint .*strided.pt: .*got -1"):
+        Segmenter(strided_path, optimize=False)

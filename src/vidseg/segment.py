@@ -34,7 +34,7 @@ from vidseg.data.video import ImageFolderWriter, VideoWriter
 from vidseg.distributed import resolve_device
 from vidseg.errors import TerminationRequest, VidsegError
 from vidseg.models import State
-from vidseg.models.stride import StridedState
+from vidseg.models.stride import StridedState, check_stride
 from vidseg.quantize import calibration_clips, quantize_for_streaming
 
 _AMP_DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -132,6 +132,15 @@ class Segmenter:
         self._scale = 1.0 / (255.0 * std_tensor)
         self._shift = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) / std_tensor
 
+        stored = state_stride is None
+        if stored:
+            state_stride = ((checkpoint.config or {}).get("eval") or {}).get("state_stride", 1)
+        try:
+            self.state_stride = check_stride(state_stride)
+            """Frames between the frame that leaves a state and the frame that continues it (1: the next frame)."""
+        except ValueError as error:
+            raise VidsegError(f"eval.state_stride of checkpoint {source}: {error}" if stored else str(error)) from None
+
         self.optimized = optimize and hasattr(models, "optimize_for_inference")
         self.reset()
         if precision == "int8":
@@ -141,12 +150,6 @@ class Segmenter:
             self.network = models.optimize_for_inference(self.model, dtype=_AMP_DTYPES[amp])
         else:
             self.network = self.model
-        if state_stride is None:
-            state_stride = int(((checkpoint.config or {}).get("eval") or {}).get("state_stride", 1))
-        if int(state_stride) != state_stride or state_stride < 1:
-            raise VidsegError(f"state stride must be a whole number of frames >= 1, got {state_stride}")
-        self.state_stride = int(state_stride)
-        """Frames between the frame that leaves a state and the frame that continues it (1: the next frame)."""
         if self.state_stride > 1:
             self.network = StridedState(self.network, self.state_stride)
 

@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.errors import VidsegError
     from vidseg.evaluate import evaluate_model, results_markdown
     from vidseg.fileio import atomic_write_text, check_writable
+    from vidseg.models.stride import check_stride
 
     started = time.monotonic()
     checkpoint_path = Path(args.checkpoint)
@@ -177,9 +178,11 @@ def run(args: argparse.Namespace) -> int:
     state_stride = args.state_stride if args.state_stride is not None else eval_config.get(
         "state_stride", eval_defaults.state_stride
     )
-    if not isinstance(state_stride, int) or state_stride < 1:
+    try:
+        state_stride = check_stride(state_stride)
+    except ValueError as error:
         where = "--state-stride" if args.state_stride is not None else f"eval.state_stride of {checkpoint_path}"
-        raise VidsegError(f"{where} must be a whole number of frames >= 1, got {state_stride!r}")
+        raise VidsegError(f"{where}: {error}") from None
     if args.batch_size < 1 or args.num_workers < 0 or (args.max_samples is not None and args.max_samples < 1):
         raise VidsegError("--batch-size and --max-samples must be >= 1 and --num-workers >= 0")
     precision, amp = _precision(args)

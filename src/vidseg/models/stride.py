@@ -25,6 +25,13 @@ StridedStates = tuple[State, ...]
 """The states the last ``stride`` frames left, oldest first (fewer at the start of a video)."""
 
 
+def check_stride(stride: object) -> int:
+    """``stride`` as a frame count; ValueError unless it is a whole number >= 1."""
+    if isinstance(stride, bool) or not isinstance(stride, int | float) or int(stride) != stride or stride < 1:
+        raise ValueError(f"state stride must be a whole number of frames >= 1, got {stride!r}")
+    return int(stride)
+
+
 class StridedState:
     """A ``step(frame, state) -> (logits, state)`` model whose state is carried ``stride`` frames apart.
 
@@ -38,10 +45,8 @@ class StridedState:
     """
 
     def __init__(self, network: Any, stride: int):
-        if int(stride) != stride or stride < 1:
-            raise ValueError(f"state stride must be a whole number of frames >= 1, got {stride}")
         self.network = network
-        self.stride = int(stride)
+        self.stride = check_stride(stride)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.network, name)
