@@ -4,11 +4,14 @@
 # benchmarks/camvid_twins.sh: vanilla-none-small-deep after 40 minutes) and see the same data options:
 #   per-frame: 526 more steps of vanilla-none-small-deep;
 #   temporal:  366 steps of residual vanilla-crnn-small-deep, units starting at zero (the per-frame model exactly);
+#   memory:    508 steps of vanilla-none-small-deep with model.output_memory (vidseg.models.memory): the per-frame
+#              network exactly, its output a learned running average of its probabilities; the gate costs 2.4%
+#              more FLOPs per frame that has a memory (3 of a 4-frame window's), 526 / 1.036 = 508;
 # 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
 # Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set ...]
 #   options before --temporal go to both runs, options after it to the temporal run only (a later train.steps wins);
-#   RUNS=temporal (or RUNS=per-frame) trains and scores that model only, e.g. a further temporal recipe against a
-#   twin already trained.
+#   RUNS=temporal (or RUNS=per-frame, RUNS=memory) trains and scores that model only, e.g. a further temporal recipe
+#   against a twin already trained; options after --temporal go to the memory run too.
 #   e.g. benchmarks/camvid_recipes.sh ../shared/camvid runs/camvid-twins/B1-none-40/last.pt runs/c03 \
 #        --set data.corrupt.rate=0.3 --temporal --set model.temporal_kernel=1 --set train.steps=502
 set -euo pipefail
@@ -35,7 +38,11 @@ for run in "${runs[@]}"; do
       vidseg train configs/camvid/vanilla-crnn-small-shallow-warm-half.yaml "${common[@]}" \
         --set model.name=vanilla-crnn-small-deep --set model.temporal_residual=true --set train.steps=366 \
         ${temporal[@]+"${temporal[@]}"} --out "$out/temporal" & ;;
-    *) echo "RUNS: expected per-frame and/or temporal, found '$run'" >&2; exit 2 ;;
+    memory)
+      vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
+        --set model.name=vanilla-none-small-deep --set model.output_memory=true --set train.steps=508 \
+        ${temporal[@]+"${temporal[@]}"} --out "$out/memory" & ;;
+    *) echo "RUNS: expected per-frame, temporal and/or memory, found '$run'" >&2; exit 2 ;;
   esac
 done
 wait

@@ -49,6 +49,10 @@ class ModelConfig:
     """Residual units only: skips pass ``x + (h_t - h0_t)``, where ``h0_t`` is the state the unit gives the same
     frame from the zero state: only what memory adds reaches the decoder, so a frame without history (the first
     one) gets exactly the per-frame path, and the units cannot act as a per-frame layer (``models.unet``)."""
+    output_memory: bool = False
+    """The output is a learned running average of the class probabilities, weighted per pixel by a gate the model
+    computes from the frame and the memory (``models.memory``): a corrupted frame can lean on the past, a clean one
+    keeps its own prediction. Any model, per-frame ones included (which makes them temporal)."""
 
 
 CorruptionKind = Literal["noise", "dark", "overexposed", "blur", "dropout", "occlusion"]

@@ -5,7 +5,8 @@ The exported graph is ``(frame, state0, ..., stateK) -> (logits, new_state0, ...
 - ``frame``: float32 ``[batch, 3, height, width]``, RGB scaled to [0, 1] and normalised with the ``mean`` and
   ``std`` in the metadata; height, width and batch are dynamic (any size, odd ones included);
 - ``state{k}``: float32 ``[batch, c_k, height_k, width_k]``, the hidden state of the k-th temporal unit (on
-  encoder level ``l_k``: every level in order, or those of ``model.temporal_levels``); zeros for the first frame of
+  encoder level ``l_k``: every level in order, or those of ``model.temporal_levels``), and last, for models with
+  ``output_memory``, the memory of class probabilities (``c = num_classes``, level 0); zeros for the first frame of
   a video, then the ``new_state{k}`` returned for the previous frame;
 - ``logits``: float32 ``[batch, num_classes, height, width]``.
 
@@ -80,9 +81,16 @@ class StepFunction(nn.Module):
         return (logits, *new_states)
 
 
+def state_levels(model: RecurrentUNet) -> list[int]:
+    """The level of each state tensor: the units' levels, then 0 for the output memory (full padded size)."""
+    return list(model.temporal_levels) + ([0] if model.output_memory is not None else [])
+
+
 def state_channels(model: RecurrentUNet) -> list[int]:
-    """Channels of each state tensor (empty for per-frame models)."""
-    return [model.channels[level] for level in model.temporal_levels]
+    """Channels of each state tensor (empty for per-frame models): the units', then the output memory's
+    (``num_classes``)."""
+    memory = [model.num_classes] if model.output_memory is not None else []
+    return [model.channels[level] for level in model.temporal_levels] + memory
 
 
 def build_metadata(model: RecurrentUNet, checkpoint: TrainState | Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -97,7 +105,7 @@ def build_metadata(model: RecurrentUNet, checkpoint: TrainState | Mapping[str, A
         "mean": json.dumps([float(v) for v in mean]),
         "std": json.dumps([float(v) for v in std]),
         "state_channels": json.dumps(state_channels(model)),
-        "state_levels": json.dumps(list(model.temporal_levels)),
+        "state_levels": json.dumps(state_levels(model)),
         "size_multiple": str(model.size_multiple),
         "min_padded_size": str(model.padded_size(1, 1)[0]),
         "inputs": "frame: float32 [batch, 3, height, width], RGB / 255 normalised with mean and std; "

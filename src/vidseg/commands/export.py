@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from vidseg.commands.segment import parse_size
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     export_onnx(model, out, checkpoint=checkpoint, opset=args.opset)
     metadata = read_metadata(out)
     states = metadata["vidseg.state_channels"]
-    print(f"wrote {out}: {checkpoint.model_name}, inputs frame + {len(model.channels) if model.is_temporal else 0}"
-          f" states (channels {states}), dynamic batch, height and width")
+    print(f"wrote {out}: {checkpoint.model_name}, inputs frame + {len(json.loads(states))} states (channels "
+          f"{states}), dynamic batch, height and width")
     if args.no_check:
         return 0
     if importlib.util.find_spec("onnxruntime") is None:

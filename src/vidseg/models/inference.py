@@ -249,6 +249,7 @@ class InferenceUNet(nn.Module):
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
         self.temporal_memory_only = model.temporal_memory_only
+        self.output_memory = copy.deepcopy(model.output_memory)  # the blend in float32, the gate in the copy's dtype
         self.temporal_levels = model.temporal_levels
         self.num_classes = model.num_classes
         self.channels = model.channels

@@ -418,6 +418,7 @@ class QuantizedUNet(nn.Module):
         self.is_temporal = model.is_temporal
         self.temporal_residual = model.temporal_residual
         self.temporal_memory_only = model.temporal_memory_only
+        self.output_memory = fused.output_memory  # float32, on the dequantized feature and the float32 logits
         self.temporal_levels = model.temporal_levels
         self.skip_gates = fused.skip_gates  # float32 1x1 convolutions on the float32 skip (x dequantized, h float)
         self.num_classes = model.num_classes

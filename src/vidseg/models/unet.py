@@ -6,9 +6,10 @@ channel list are arguments. Per-frame baselines are the same class with ``tempor
 
 Recurrent state is explicit. ``step(frame, state) -> (logits, state)`` processes one frame; the clip
 forward is a loop over ``step`` (``run_clip``, which training and evaluation use too, each with its own step).
-A state is a tuple with one hidden tensor per temporal unit, in level order (empty for per-frame models); ``None``
-means the zero initial state. Units sit on every encoder level, or on the levels ``temporal_levels`` names (the
-others pass their encoder feature straight to the decoder).
+A state is a tuple with one hidden tensor per temporal unit, in level order, then the output memory for models
+that have one (``vidseg.models.memory``); empty for per-frame models; ``None`` means the zero initial state.
+Units sit on every encoder level, or on the levels ``temporal_levels`` names (the others pass their encoder
+feature straight to the decoder).
 
 Activation checkpointing is a flag the model reads (``set_grad_checkpointing``, as in timm): with it, the
 activations of a time step (or of each stage) are not kept for the backward pass but recomputed during it. The flag
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
 from vidseg.models.blocks import BlockSet
+from vidseg.models.memory import OutputMemory
 from vidseg.models.temporal import SkipGate, drop_state
 
 if TYPE_CHECKING:
@@ -85,14 +87,34 @@ def run_levels(
         features.append(x)
     if encoder_grad_scale is not None:  # after the encoder's own chain, so each feature is scaled once
         features = [scale_gradient(feature, encoder_grad_scale) for feature in features]
-    if model.is_temporal:
-        skips, new_state = apply_units(model, features, state, run, real)
+    units_state, memory = split_state(model, state)
+    if len(model.temporal):
+        skips, new_state = apply_units(model, features, units_state, run, real)
     else:
         skips, new_state = features, ()
     y = skips[-1]
     for level in reversed(range(len(model.decoder))):
         y = run(model.decoder[level], y, skips[level])
-    return model.head(y), new_state
+    logits = model.head(y)
+    if model.output_memory is not None:
+        logits, memory = run(model.output_memory, y if real is None else real(y), logits, memory)
+        new_state = (*new_state, memory)
+    return logits, new_state
+
+
+def split_state(
+    model: RecurrentUNet | InferenceUNet | QuantizedUNet, state: State | None
+) -> tuple[State | None, torch.Tensor | None]:
+    """A state as (the units' states, the output memory or None): the memory, when the model has one, is the
+    state's last tensor (``vidseg.models.memory``)."""
+    if model.output_memory is None or not state:
+        return state, None
+    if len(state) != len(model.temporal) + 1:
+        raise ValueError(
+            f"state has {len(state)} tensors, the model needs {len(model.temporal) + 1} "
+            f"({len(model.temporal)} temporal units and the output memory)"
+        )
+    return state[:-1], state[-1]
 
 
 def apply_units(
@@ -237,6 +259,8 @@ class RecurrentUNet(nn.Module):
             (``vidseg.models.temporal.SkipGate``) instead of ``x + h``; needs ``temporal_residual``.
         temporal_memory_only: residual skips pass ``x + (h - h0)``, ``h0`` the unit's state for the same frame from
             the zero state: only what memory adds (``apply_units``); needs ``temporal_residual``.
+        output_memory: the output is a learned running average of the class probabilities
+            (``vidseg.models.memory``); any model, per-frame ones included (which it makes temporal).
     """
 
     def __init__(
@@ -253,6 +277,7 @@ class RecurrentUNet(nn.Module):
         temporal_kernel: int = 3,
         temporal_gate: bool = False,
         temporal_memory_only: bool = False,
+        output_memory: bool = False,
     ):
         super().__init__()
         channels = tuple(channels)
@@ -293,7 +318,7 @@ class RecurrentUNet(nn.Module):
         self.channels = channels
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.is_temporal = temporal is not None
+        self.is_temporal = temporal is not None or output_memory
         self.temporal_levels = levels if temporal is not None else ()
         self.temporal_kernel = temporal_kernel
 
@@ -314,6 +339,7 @@ class RecurrentUNet(nn.Module):
         # decoder[k] maps level k+1 to level k; it runs from the deepest level up.
         self.decoder = nn.ModuleList(blocks.up(c_deep, c) for c, c_deep in zip(channels[:-1], channels[1:]))
         self.head = nn.Conv2d(channels[0], num_classes, 3, padding=1)
+        self.output_memory = OutputMemory(channels[0], num_classes) if output_memory else None
         self.grad_checkpointing = "off"
         """One of ``GRAD_CHECKPOINTING``; set it with ``set_grad_checkpointing``."""
 

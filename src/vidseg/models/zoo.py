@@ -64,6 +64,7 @@ def build_model(
     temporal_kernel: int = 3,
     temporal_gate: bool = False,
     temporal_memory_only: bool = False,
+    output_memory: bool = False,
 ) -> RecurrentUNet:
     """Build a named model with freshly initialised weights.
 
@@ -77,6 +78,8 @@ def build_model(
         temporal_kernel: the units' kernel size (``RecurrentUNet``; 3 in the report's models).
         temporal_gate: gated residual skips ``x + g * h`` (``RecurrentUNet``; adds a 1x1 convolution per unit).
         temporal_memory_only: residual skips pass only what memory adds (``RecurrentUNet``; no parameters).
+        output_memory: a learned running average of the class probabilities (``vidseg.models.memory``; any model,
+            per-frame ones included; adds a small gate).
     """
     block, temporal, size = parse_model_name(name)
     return RecurrentUNet(
@@ -91,6 +94,7 @@ def build_model(
         temporal_kernel=temporal_kernel,
         temporal_gate=temporal_gate,
         temporal_memory_only=temporal_memory_only,
+        output_memory=output_memory,
     )
 
 
@@ -105,6 +109,7 @@ def architecture_options(model_config: Mapping[str, Any] | None) -> dict[str, An
         "temporal_kernel": int(model_config.get("temporal_kernel", 3)),
         "temporal_gate": bool(model_config.get("temporal_gate", False)),
         "temporal_memory_only": bool(model_config.get("temporal_memory_only", False)),
+        "output_memory": bool(model_config.get("output_memory", False)),
     }
 
 
