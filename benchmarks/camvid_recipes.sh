@@ -4,9 +4,10 @@
 # benchmarks/camvid_twins.sh: vanilla-none-small-deep after 40 minutes) and see the same data options:
 #   per-frame: 526 more steps of vanilla-none-small-deep;
 #   temporal:  366 steps of residual vanilla-crnn-small-deep, units starting at zero (the per-frame model exactly);
-#   memory:    508 steps of vanilla-none-small-deep with model.output_memory (vidseg.models.memory): the per-frame
-#              network exactly, its output a learned running average of its probabilities; the gate costs 2.4%
-#              more FLOPs per frame that has a memory (3 of a 4-frame window's), 526 / 1.036 = 508;
+#   memory:    525 steps of vanilla-none-small-deep with model.output_memory (vidseg.models.memory): the per-frame
+#              network, its output a learned running average of its probabilities; the gate costs 0.3% more FLOPs
+#              per frame that has a memory (3 of a 4-frame window's), 526 / 1.00225 = 525 (add
+#              --set loss.memory_gradient=false after --temporal to train the network as the twin is trained);
 # 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
 # Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set ...]
 #   options before --temporal go to both runs, options after it to the temporal run only (a later train.steps wins);
@@ -40,7 +41,7 @@ for run in "${runs[@]}"; do
         ${temporal[@]+"${temporal[@]}"} --out "$out/temporal" & ;;
     memory)
       vidseg train configs/camvid/vanilla-none-small-shallow-half.yaml "${common[@]}" \
-        --set model.name=vanilla-none-small-deep --set model.output_memory=true --set train.steps=508 \
+        --set model.name=vanilla-none-small-deep --set model.output_memory=true --set train.steps=525 \
         ${temporal[@]+"${temporal[@]}"} --out "$out/memory" & ;;
     *) echo "RUNS: expected per-frame, temporal and/or memory, found '$run'" >&2; exit 2 ;;
   esac

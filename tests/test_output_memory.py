@@ -200,3 +200,46 @@ def test_onnx_export_streams_output_memory_like_pytorch(tmp_path):
     # The exported step reads a zero memory on the first frame: the per-frame prediction.
     assert np.abs(logits[:, 0] - alone[:, 0].log_softmax(dim=1).numpy()).max() < 1e-4
     assert np.abs(logits - expected.numpy()).max() < 1e-4 * max(1.0, float(expected.abs().max()))
+
+
+def test_memory_gradient_false_trains_the_network_exactly_as_its_per_frame_twin(dense_tree, tmp_path):
+    """Two training steps from one per-frame checkpoint, same seed and data: with loss.memory_gradient false the
+    network's weights end where the per-frame model's do (the gate learns on its own); with the default they do not."""
+    from helpers import quiet
+
+    from vidseg.checkpoint import load_checkpoint
+    from vidseg.train import train
+
+    def run_config(steps: int, **extra):
+        raw = {
+            "model": {"name": "vanilla-none-small-shallow"},
+            "data": {"root": str(dense_tree.root), "size": [16, 32], "num_frames": 3, "batch_size": 2,
+                     "corrupt": {"rate": 0.5}},
+            "loss": {"frames": "labelled"},
+            "optim": {"lr": 1e-2},
+            "train": {"steps": steps, "tensorboard": False},
+            "eval": {"every_epochs": 0},
+        }  # fmt: skip
+        for section, values in extra.items():
+            raw[section].update(values)
+        return config_from_dict(raw, source="memory gradient test")
+
+    train(run_config(1), tmp_path / "pre", log=quiet)
+    start = {"init_from": str(tmp_path / "pre" / "last.pt")}
+    train(run_config(2, train={"steps": 2, **start}), tmp_path / "per-frame", log=quiet)
+    memory = {"output_memory": True}
+    train(run_config(2, model=memory, loss={"memory_gradient": False}, train=start), tmp_path / "apart", log=quiet)
+    train(run_config(2, model=memory, train=start), tmp_path / "joint", log=quiet)
+    per_frame, apart, joint, pre = (
+        load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("per-frame", "apart", "joint", "pre")
+    )
+    network = [name for name in per_frame if name.endswith((".weight", ".bias"))]
+    assert network and not any(name.startswith("output_memory.") for name in network)
+    assert all(not torch.equal(per_frame[name], pre[name]) for name in network)
+    for name in network:
+        torch.testing.assert_close(apart[name], per_frame[name], rtol=0, atol=1e-6)
+    assert max((joint[name] - per_frame[name]).abs().max().item() for name in network) > 1e-4
+    gate = [name for name in apart if name.startswith("output_memory.")]
+    assert gate and any(not torch.equal(apart[name], joint[name]) for name in gate)
+    with pytest.raises(VidsegError, match="loss.memory_gradient: false needs model.output_memory: true"):
+        run_config(1, loss={"memory_gradient": False})

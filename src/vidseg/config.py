@@ -152,6 +152,10 @@ class LossConfig:
     """Scale of the gradient that a corrupted frame's encoder features receive (from its own loss and, through the
     state, from later frames'); the units, decoder and head get it whole. 0: corrupted frames do not train the
     encoder, only what reads its features; 1 = every frame alike."""
+    memory_gradient: bool = True
+    """With ``model.output_memory``: the loss on the blended output trains the network and the gate. False: it
+    trains the gate only, and the network trains on the loss of its own per-frame prediction, as its per-frame twin
+    does (the loss is the sum of the two; ``models.memory``)."""
 
 
 @dataclass
@@ -493,6 +497,12 @@ def validate(config: Config, source: str) -> None:
     if model.temporal_memory_only and not model.temporal_residual:
         fail("model.temporal_memory_only", "needs model.temporal_residual: true (it corrects the residual skip "
              "x + h); found temporal_residual: false")
+    if not config.loss.memory_gradient and not model.output_memory:
+        fail("loss.memory_gradient", "false needs model.output_memory: true (it stops the blended output's gradient "
+             "into the network); found output_memory: false")
+    if not config.loss.memory_gradient and config.train.activation_checkpointing != "off":
+        fail("loss.memory_gradient", "false does not run with train.activation_checkpointing (the network's own "
+             f"logits are collected during the forward pass); found {config.train.activation_checkpointing!r}")
     if model.temporal_kernel < 1 or model.temporal_kernel % 2 == 0:
         found = model.temporal_kernel
         fail("model.temporal_kernel", f"expected an odd positive size (3 is the report's), found {found}")

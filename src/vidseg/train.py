@@ -111,28 +111,52 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
 
 class ClipForward(nn.Module):
     """The training forward of a clip as a module (what DDP wraps): the model's steps in the training memory
-    layout. Activation checkpointing is the model's own flag (``RecurrentUNet.set_grad_checkpointing``)."""
+    layout. Activation checkpointing is the model's own flag (``RecurrentUNet.set_grad_checkpointing``).
 
-    def __init__(self, model: RecurrentUNet, channels_last: bool = False):
+    With ``own_logits`` (a model with output memory, ``loss.memory_gradient: false``) it returns the network's own
+    per-frame logits too, ``(logits, own)``, and the memory's gate reads the network's outputs detached.
+    """
+
+    def __init__(self, model: RecurrentUNet, channels_last: bool = False, own_logits: bool = False):
         super().__init__()
         self.model = model
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.own_logits = own_logits
+        if own_logits:
+            if model.output_memory is None:
+                raise ValueError("own_logits needs a model with output memory")
+            model.output_memory.detach_network = True
 
     def step(
         self, frame: torch.Tensor, state: State | None, encoder_grad_scale: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
         return self.model.step(frame.contiguous(memory_format=self.memory_format), state, encoder_grad_scale)
 
-    def forward(self, frames: torch.Tensor, encoder_grad_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """``frames [B, T, 3, H, W]`` -> logits; ``encoder_grad_scale [B, T]`` as in ``RecurrentUNet.step``."""
-        if encoder_grad_scale is None:
-            return run_clip(self.step, frames, None, self.model.in_channels)[0]
-        scales = iter(encoder_grad_scale.unbind(1))  # run_clip steps through the frames in order
+    def forward(
+        self, frames: torch.Tensor, encoder_grad_scale: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``frames [B, T, 3, H, W]`` -> logits (and the own logits, see the class); ``encoder_grad_scale [B, T]``
+        as in ``RecurrentUNet.step``."""
+        scales = iter(encoder_grad_scale.unbind(1)) if encoder_grad_scale is not None else None
+        own: list[torch.Tensor] = []
+        height, width = frames.shape[-2:]
+
+        def keep_own(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            own.append(output[..., :height, :width])
 
         def step(frame: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-            return self.step(frame, state, next(scales))
+            return self.step(frame, state, next(scales) if scales is not None else None)
 
-        return run_clip(step, frames, None, self.model.in_channels)[0]
+        if not self.own_logits:
+            return run_clip(step, frames, None, self.model.in_channels)[0]
+        if self.model.grad_checkpointing != "off":  # the own logits would come from inside recomputed steps
+            raise ValueError("own logits are not collected with activation checkpointing; turn one off")
+        hook = self.model.head.register_forward_hook(keep_own)
+        try:
+            logits = run_clip(step, frames, None, self.model.in_channels)[0]
+        finally:
+            hook.remove()
+        return logits, torch.stack(own, dim=1)
 
 
 # ------------------------------------------------------------------------------------------------- the state
@@ -214,7 +238,8 @@ class Trainer:
             self.restore(resumed)
 
         # The clip forward, or its DDP wrapper.
-        self.clip_module: nn.Module = ClipForward(self.model, channels_last=config.train.channels_last)
+        own_logits = not config.loss.memory_gradient
+        self.clip_module: nn.Module = ClipForward(self.model, config.train.channels_last, own_logits)
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.clip_module = nn.parallel.DistributedDataParallel(self.clip_module, device_ids=device_ids)
@@ -461,7 +486,11 @@ class Trainer:
         with gradient_sync:
             with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 logits = self.clip_module(frames, encoder_grad_scale)
-            loss = self.criterion(logits, batch)
+            if isinstance(logits, tuple):  # output memory trained apart: the gate on the blend, the network on its own
+                logits, own = logits
+                loss = self.criterion(logits, batch) + self.criterion(own, batch)
+            else:
+                loss = self.criterion(logits, batch)
             scaled = loss / group_size
             if self.scaler is not None:
                 scaled = self.scaler.scale(scaled)

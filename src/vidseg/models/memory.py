@@ -10,17 +10,21 @@ logits). The zero state is a memory that holds nothing (sum 0), and then ``m_t =
 a video gets the per-frame prediction, whatever the gate says; later memories sum to 1, so the division is by 1.
 
 The gate sees what a frame's reliability shows in: the decoder's last feature, ``p_t``, ``m_{t-1}``, the entropy
-of each and their agreement ``sum_c p_t m_{t-1}``, through a 1x1 convolution to ``hidden`` channels, ReLU, plus the
-frame-wide mean of that layer (a corrupted frame is often corrupted everywhere), and a 1x1 convolution. It starts
-at a constant ``initial_gate`` (the last convolution's weights at zero), close to 1: the model starts as its
-per-frame network with a little averaging, and learns where to lean on memory (a corrupted or occluded frame) and
-where not to (a clean frame after motion). Unlike the units on the skips, it cannot change what a frame's own
-prediction is: it only weighs it against the past, which is what a model trained on 1 Hz video can carry to 15 Hz
-video (docs/benchmarks.md, issue 15 on CamVid). It does not warp the memory: motion between frames is not
-compensated.
+of each and their agreement ``sum_c p_t m_{t-1}``, averaged over 4 x 4 pixels, through a 1x1 convolution to
+``hidden`` channels, ReLU, plus the frame-wide mean of that layer (a corrupted frame is often corrupted everywhere),
+and a 1x1 convolution, upsampled bilinearly to the frame. It starts at a constant ``initial_gate`` (the last
+convolution's weights at zero), close to 1: the model starts as its per-frame network with a little averaging, and
+learns where to lean on memory (a corrupted or occluded frame) and where not to (a clean frame after motion). Unlike
+the units on the skips, it cannot change what a frame's own prediction is: it only weighs it against the past,
+which is what a model trained on 1 Hz video can carry to 15 Hz video (docs/benchmarks.md, issue 15 on CamVid). It
+does not warp the memory: motion between frames is not compensated.
 
-Cost per pixel: ``hidden * (channels + 2 * num_classes + 4)`` multiply-adds and a few per class (about 700 for
-small-deep with 11 classes and hidden 16: training FLOPs at 180 x 240 grow by 2.4% per frame with a memory).
+``detach_network`` (training only, ``loss.memory_gradient: false``): the gate reads the network's outputs without
+passing gradient back into them, so the loss on ``log m_t`` trains the gate alone.
+
+Cost per pixel: about ``12 * num_classes`` operations for the blend, entropies and agreement, and
+``hidden * (channels + 2 * num_classes + 4) / 16`` multiply-adds for the gate (about 40 for small-deep with 11
+classes and hidden 16: its training FLOPs at 180 x 240 grow by 0.3% per frame with a memory).
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8
+GATE_STRIDE = 4
+"""The gate is computed on 4 x 4 pixel means and upsampled: a sixteenth of its full-resolution cost."""
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -58,10 +65,14 @@ class OutputMemory(nn.Module):
         with torch.no_grad():
             self.gate.weight.zero_()
             self.gate.bias.fill_(math.log(initial_gate / (1 - initial_gate)))
+        self.detach_network = False
+        """Training only: the gate reads the network's feature and logits detached (plain data, not saved)."""
 
     def forward(
         self, feature: torch.Tensor, logits: torch.Tensor, memory: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.detach_network and torch.is_grad_enabled():
+            feature, logits = feature.detach(), logits.detach()
         p = logits.float().softmax(dim=1)
         if memory is None:
             memory = torch.zeros_like(p)
@@ -73,9 +84,11 @@ class OutputMemory(nn.Module):
         memory = memory.float()
         agreement = (p * memory).sum(dim=1, keepdim=True)
         inputs = torch.cat([feature.float(), p, memory, entropy(p), entropy(memory), agreement], dim=1)
-        hidden = torch.relu(self.hidden(inputs.to(self.hidden.weight.dtype)))  # a bf16 copy gates in bf16
+        pooled = F.avg_pool2d(inputs, GATE_STRIDE, ceil_mode=True)
+        hidden = torch.relu(self.hidden(pooled.to(self.hidden.weight.dtype)))  # a bf16 copy gates in bf16
         hidden = hidden + hidden.mean(dim=(2, 3), keepdim=True)
-        g = torch.sigmoid(self.gate(hidden).float())
+        gate = F.interpolate(self.gate(hidden).float(), size=p.shape[-2:], mode="bilinear", align_corners=False)
+        g = torch.sigmoid(gate)
         mass = memory.sum(dim=1, keepdim=True)
         blended = (g * p + (1 - g) * memory) / (g + (1 - g) * mass)
         return blended.clamp_min(EPS).log(), blended
