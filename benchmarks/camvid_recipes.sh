@@ -7,7 +7,8 @@
 #   memory:    525 steps of vanilla-none-small-deep with model.output_memory (vidseg.models.memory): the per-frame
 #              network, its output a learned running average of its probabilities; the gate costs 0.3% more FLOPs
 #              per frame that has a memory (3 of a 4-frame window's), 526 / 1.00225 = 525 (add
-#              --set loss.memory_gradient=false after --temporal to train the network as the twin is trained);
+#              --set loss.memory_gradient=false after --temporal to train the network as the twin is trained; the
+#              network alone, memory-off.pt, is scored too: with that option it is the twin at 525 steps);
 # 526 = 366 x 1.436, the ratio of their training FLOPs at 180x240 (vidseg.demo.plan.training_flops).
 # Usage: benchmarks/camvid_recipes.sh CAMVID_ROOT PRETRAINED_PT OUT [--set KEY=VALUE ...] [--temporal --set ...]
 #   options before --temporal go to both runs, options after it to the temporal run only (a later train.steps wins);
@@ -53,3 +54,11 @@ for run in "${runs[@]}"; do
   vidseg evaluate --checkpoint "$out/$run/last.pt" --data "$root" --split val --corrupt 0.3 --per-position off \
     --out "$out/$run-C.json"
 done
+# A memory run trained with loss.memory_gradient=false holds its per-frame twin at the same step count: its network
+# (benchmarks/without_memory.py), scored the same way, is the reference without the noise of a second run.
+if [[ " ${runs[*]} " == *" memory "* ]]; then
+  python "$(dirname "$0")/without_memory.py" "$out/memory/last.pt" "$out/memory-off.pt"
+  vidseg evaluate --checkpoint "$out/memory-off.pt" --data "$root" --split val --out "$out/memory-off-clean.json"
+  vidseg evaluate --checkpoint "$out/memory-off.pt" --data "$root" --split val --corrupt 0.3 --per-position off \
+    --out "$out/memory-off-C.json"
+fi
