@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from vidseg.config import Config, config_from_dict
 
 
@@ -23,3 +26,13 @@ def tiny_config(root, **sections) -> Config:
     for section, values in sections.items():
         raw[section].update(values)
     return config_from_dict(raw, source="tiny config")
+
+
+def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` with random BatchNorm statistics (a fresh model's are the identity), so that fusing them is tested."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return model

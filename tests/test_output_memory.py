@@ -10,21 +10,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import with_random_batchnorm
 from torch import nn
 
 from vidseg.checkpoint import model_from_checkpoint
 from vidseg.config import config_from_dict
 from vidseg.errors import VidsegError
 from vidseg.models import build_model, optimize_for_inference
-
-
-def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
 
 
 def memory_twins(seed: int = 0, random_gate: bool = True):

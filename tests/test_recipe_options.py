@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers import quiet
+from helpers import quiet, with_random_batchnorm
 from torch import nn
 
 from vidseg.checkpoint import TrainState, model_from_checkpoint, save_checkpoint
@@ -23,16 +23,6 @@ from vidseg.models.temporal import ConvGRU, ConvRNN, drop_state, warp, zero_inpu
 from vidseg.train import ClipForward, train, warm_start
 
 UNITS = ["crnn", "cgru"]
-
-
-
-def with_random_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-    return model
 
 
 def randomise_units(model: nn.Module, std: float | None = None, seed: int = 0) -> nn.Module:
