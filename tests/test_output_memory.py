@@ -235,3 +235,27 @@ def test_memory_gradient_false_trains_the_network_exactly_as_its_per_frame_twin(
     assert gate and any(not torch.equal(apart[name], joint[name]) for name in gate)
     with pytest.raises(VidsegError, match="loss.memory_gradient: false needs model.output_memory: true"):
         run_config(1, loss={"memory_gradient": False})
+
+
+def test_the_gate_reads_each_4x4_block_of_the_frame():
+    """The frame statistics equal a numpy mean and standard deviation per 4 x 4 block, and the gate uses them: the
+    same network outputs on two frames of different texture blend differently."""
+    from vidseg.models.memory import OutputMemory, frame_statistics
+
+    frame = torch.randn(1, 3, 8, 12, generator=torch.Generator().manual_seed(12))
+    blocks = frame[0].numpy().reshape(3, 2, 4, 3, 4).transpose(0, 1, 3, 2, 4).reshape(3, 2, 3, 16)
+    expected = np.concatenate([blocks.mean(axis=-1), blocks.std(axis=-1)])
+    np.testing.assert_allclose(frame_statistics(frame)[0].numpy(), expected, rtol=1e-4, atol=1e-3)
+
+    torch.manual_seed(13)
+    memory_module = OutputMemory(channels=4, num_classes=3)
+    with torch.no_grad():
+        for parameter in memory_module.parameters():
+            parameter.normal_(0, 0.5)
+    feature, logits = torch.randn(1, 4, 8, 12), torch.randn(1, 3, 8, 12)
+    memory = torch.softmax(torch.randn(1, 3, 8, 12), dim=1)
+    with torch.no_grad():
+        smooth = memory_module(feature, logits, memory, torch.zeros_like(frame))[1]
+        again = memory_module(feature, logits, memory, torch.zeros_like(frame))[1]
+        textured = memory_module(feature, logits, memory, frame)[1]
+    assert torch.equal(smooth, again) and (smooth - textured).abs().max() > 1e-3

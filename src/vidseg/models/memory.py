@@ -10,7 +10,9 @@ logits). The zero state is a memory that holds nothing (sum 0), and then ``m_t =
 a video gets the per-frame prediction, whatever the gate says; later memories sum to 1, so the division is by 1.
 
 The gate sees what a frame's reliability shows in: the decoder's last feature, ``p_t``, ``m_{t-1}``, the entropy
-of each and their agreement ``sum_c p_t m_{t-1}``, averaged over 4 x 4 pixels, through a 1x1 convolution to
+of each, their agreement ``sum_c p_t m_{t-1}``, and the frame itself (the mean and standard deviation of each colour
+channel: dark, overexposed, noisy and blurred pixels show there before the network reads them), averaged over
+4 x 4 pixels, through a 1x1 convolution to
 ``hidden`` channels, ReLU, plus the frame-wide mean of that layer (a corrupted frame is often corrupted everywhere),
 and a 1x1 convolution, upsampled bilinearly to the frame. It starts at a constant ``initial_gate`` (the last
 convolution's weights at zero), close to 1: the model starts as its per-frame network with a little averaging, and
@@ -23,7 +25,7 @@ does not warp the memory: motion between frames is not compensated.
 passing gradient back into them, so the loss on ``log m_t`` trains the gate alone.
 
 Cost per pixel: about ``12 * num_classes`` operations for the blend, entropies and agreement, and
-``hidden * (channels + 2 * num_classes + 4) / 16`` multiply-adds for the gate (about 40 for small-deep with 11
+``hidden * (channels + 2 * num_classes + 10) / 16`` multiply-adds for the gate (about 46 for small-deep with 11
 classes and hidden 16: its training FLOPs at 180 x 240 grow by 0.3% per frame with a memory).
 """
 
@@ -38,6 +40,16 @@ from torch import nn
 EPS = 1e-8
 GATE_STRIDE = 4
 """The gate is computed on 4 x 4 pixel means and upsampled: a sixteenth of its full-resolution cost."""
+FRAME_STATISTICS = 6
+"""The gate's inputs from the frame: the mean and standard deviation of each colour channel over 4 x 4 pixels."""
+
+
+def frame_statistics(frame: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation ``[B, 6, h, w]`` of each channel of a frame ``[B, 3, H, W]`` over 4 x 4 pixels."""
+    frame = frame.float()
+    mean = F.avg_pool2d(frame, GATE_STRIDE, ceil_mode=True)
+    square = F.avg_pool2d(frame * frame, GATE_STRIDE, ceil_mode=True)
+    return torch.cat([mean, (square - mean * mean).clamp_min(0).add(1e-6).sqrt()], dim=1)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -46,7 +58,8 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 class OutputMemory(nn.Module):
-    """``(feature, logits, memory) -> (log m_t, m_t)``, see the module docstring.
+    """``(feature, logits, memory, frame) -> (log m_t, m_t)``, see the module docstring; ``frame`` is the (padded)
+    input frame the logits come from.
 
     Args:
         channels: channels of the decoder's last feature (the level-0 width).
@@ -59,7 +72,7 @@ class OutputMemory(nn.Module):
         super().__init__()
         if not 0 < initial_gate < 1:
             raise ValueError(f"initial_gate must be in (0, 1), got {initial_gate}")
-        self.hidden = nn.Conv2d(channels + 2 * num_classes + 3, hidden, 1)
+        self.hidden = nn.Conv2d(channels + 2 * num_classes + 3 + FRAME_STATISTICS, hidden, 1)
         self.gate = nn.Conv2d(hidden, 1, 1)
         assert self.gate.bias is not None
         with torch.no_grad():
@@ -69,7 +82,7 @@ class OutputMemory(nn.Module):
         """Training only: the gate reads the network's feature and logits detached (plain data, not saved)."""
 
     def forward(
-        self, feature: torch.Tensor, logits: torch.Tensor, memory: torch.Tensor | None
+        self, feature: torch.Tensor, logits: torch.Tensor, memory: torch.Tensor | None, frame: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.detach_network and torch.is_grad_enabled():
             feature, logits = feature.detach(), logits.detach()
@@ -84,7 +97,7 @@ class OutputMemory(nn.Module):
         memory = memory.float()
         agreement = (p * memory).sum(dim=1, keepdim=True)
         inputs = torch.cat([feature.float(), p, memory, entropy(p), entropy(memory), agreement], dim=1)
-        pooled = F.avg_pool2d(inputs, GATE_STRIDE, ceil_mode=True)
+        pooled = torch.cat([F.avg_pool2d(inputs, GATE_STRIDE, ceil_mode=True), frame_statistics(frame)], dim=1)
         hidden = torch.relu(self.hidden(pooled.to(self.hidden.weight.dtype)))  # a bf16 copy gates in bf16
         hidden = hidden + hidden.mean(dim=(2, 3), keepdim=True)
         gate = F.interpolate(self.gate(hidden).float(), size=p.shape[-2:], mode="bilinear", align_corners=False)

@@ -81,7 +81,7 @@ def run_levels(
     """
     recompute = getattr(model, "grad_checkpointing", "off") == "stage" and torch.is_grad_enabled()
     run = _recomputed if recompute else _called
-    features = []
+    frame, features = x, []
     for stage in model.encoder:
         x = run(stage, x)
         features.append(x)
@@ -97,7 +97,7 @@ def run_levels(
         y = run(model.decoder[level], y, skips[level])
     logits = model.head(y)
     if model.output_memory is not None:
-        logits, memory = run(model.output_memory, y if real is None else real(y), logits, memory)
+        logits, memory = run(model.output_memory, y if real is None else real(y), logits, memory, frame)
         new_state = (*new_state, memory)
     return logits, new_state
 
