@@ -9,17 +9,16 @@ and the model returns ``log m_t`` as its logits (a log-probability: cross-entrop
 logits). The zero state is a memory that holds nothing (sum 0), and then ``m_t = p_t`` exactly: the first frame of
 a video gets the per-frame prediction, whatever the gate says; later memories sum to 1, so the division is by 1.
 
-The gate sees what a frame's reliability shows in: the decoder's last feature, ``p_t``, ``m_{t-1}``, the entropy
-of each, their agreement ``sum_c p_t m_{t-1}``, and the frame itself (the mean and standard deviation of each colour
-channel: dark, overexposed, noisy and blurred pixels show there before the network reads them), averaged over
-4 x 4 pixels, through a 1x1 convolution to
-``hidden`` channels, ReLU, plus the frame-wide mean of that layer (a corrupted frame is often corrupted everywhere),
-and a 1x1 convolution, upsampled bilinearly to the frame. It starts at a constant ``initial_gate`` (the last
-convolution's weights at zero), close to 1: the model starts as its per-frame network with a little averaging, and
-learns where to lean on memory (a corrupted or occluded frame) and where not to (a clean frame after motion). Unlike
-the units on the skips, it cannot change what a frame's own prediction is: it only weighs it against the past,
-which is what a model trained on 1 Hz video can carry to 15 Hz video (docs/benchmarks.md, issue 15 on CamVid). It
-does not warp the memory: motion between frames is not compensated.
+The gate sees what a frame's reliability shows in: the decoder's last feature, ``p_t``, ``m_{t-1}``, the entropy of
+each, their agreement ``sum_c p_t m_{t-1}``, and the frame itself (the mean and standard deviation of each colour
+channel: dark, overexposed, noisy and blurred pixels show there before the network reads them), averaged over 4 x 4
+pixels, through a 1x1 convolution to ``hidden`` channels, ReLU, plus the frame-wide mean of that layer (a corrupted
+frame is often corrupted everywhere), and a 1x1 convolution, upsampled bilinearly to the frame. It starts at a
+constant ``initial_gate`` (the last convolution's weights at zero), close to 1: the model starts as its per-frame
+network with a little averaging, and learns where to lean on memory (a corrupted or occluded frame) and where not to
+(a clean frame after motion). Unlike the units on the skips, it cannot change what a frame's own prediction is: it
+only weighs it against the past, which is what a model trained on 1 Hz video can carry to 15 Hz video
+(docs/benchmarks.md, issue 15 on CamVid). It does not warp the memory: motion between frames is not compensated.
 
 ``detach_network`` (training only, ``loss.memory_gradient: false``): the gate reads the network's outputs without
 passing gradient back into them, so the loss on ``log m_t`` trains the gate alone.
