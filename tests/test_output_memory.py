@@ -238,8 +238,9 @@ def test_memory_gradient_false_trains_the_network_exactly_as_its_per_frame_twin(
 
 
 def test_the_gate_reads_each_4x4_block_of_the_frame():
-    """The frame statistics equal a numpy mean and standard deviation per 4 x 4 block, and the gate uses them: the
-    same network outputs on two frames of different texture blend differently."""
+    """The frame statistics equal a numpy mean and standard deviation per 4 x 4 block, and the gate uses them and
+    only them: with the same network outputs, a frame of other texture blends differently, and the same frame with
+    the pixels of each block mirrored (the same statistics) blends the same."""
     from vidseg.models.memory import OutputMemory, frame_statistics
 
     frame = torch.randn(1, 3, 8, 12, generator=torch.Generator().manual_seed(12))
@@ -256,6 +257,9 @@ def test_the_gate_reads_each_4x4_block_of_the_frame():
     memory = torch.softmax(torch.randn(1, 3, 8, 12), dim=1)
     with torch.no_grad():
         smooth = memory_module(feature, logits, memory, torch.zeros_like(frame))[1]
-        again = memory_module(feature, logits, memory, torch.zeros_like(frame))[1]
         textured = memory_module(feature, logits, memory, frame)[1]
-    assert torch.equal(smooth, again) and (smooth - textured).abs().max() > 1e-3
+        mirrored = frame.reshape(1, 3, 2, 4, 3, 4).flip(-1).flip(-3).reshape(1, 3, 8, 12)
+        same_blocks = memory_module(feature, logits, memory, mirrored)[1]
+    assert not torch.equal(mirrored, frame)
+    assert (smooth - textured).abs().max() > 1e-3
+    torch.testing.assert_close(same_blocks, textured, rtol=0, atol=1e-5)
